@@ -1,0 +1,29 @@
+//===- Passes.h - moe dialect transformation passes -------------*- C++ -*-===//
+
+#ifndef MOE_DIALECT_MOE_TRANSFORMS_PASSES_H
+#define MOE_DIALECT_MOE_TRANSFORMS_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir {
+class RewritePatternSet;
+namespace moe {
+
+#define GEN_PASS_DECL
+#include "moe/Dialect/MoE/Transforms/Passes.h.inc"
+
+/// Patterns that decompose `moe.layer` into gate / route / dispatch_plan /
+/// grouped_matmul / combine (the body of `--moe-expand-layer`).
+void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
+
+#define GEN_PASS_REGISTRATION
+#include "moe/Dialect/MoE/Transforms/Passes.h.inc"
+
+} // namespace moe
+} // namespace mlir
+
+#endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_H

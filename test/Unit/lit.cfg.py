@@ -1,0 +1,13 @@
+# -*- Python -*-
+# Runs the gtest binaries under build/unittests through lit, so one lit
+# invocation reports the regression and the unit tests together.
+
+import os
+
+import lit.formats
+
+config.name = "MOE-Unit"
+config.suffixes = []
+config.test_source_root = os.path.join(config.moe_obj_root, "unittests")
+config.test_exec_root = config.test_source_root
+config.test_format = lit.formats.GoogleTest(".", "Tests")
