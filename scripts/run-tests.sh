@@ -11,7 +11,7 @@ rm -f "$results"
 lit_args=(-sv --xunit-xml-output "$results")
 [[ "${CI:-}" == "true" ]] && lit_args+=(--timeout 600)
 
-"$lit" "${lit_args[@]}" "$build/test"
+"$lit" "${lit_args[@]}" "$build/test" "$build/test/Unit"
 status=$?
 
 python3 - "$results" "$status" <<'PY'

@@ -14,6 +14,8 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -39,10 +41,26 @@ static ParseResult parseFloatOption(AsmParser &parser, FloatAttr &result) {
   return success();
 }
 
+/// Prints the shortest decimal that reads back as the same double, with a
+/// decimal point, so `1.25` stays `1.25` rather than `1.250000e+00`.
+static void printShortestFloat(AsmPrinter &printer, FloatAttr value) {
+  double v = value.getValueAsDouble();
+  char buffer[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buffer, sizeof(buffer), "%.*g", precision, v);
+    if (std::strtod(buffer, nullptr) == v)
+      break;
+  }
+  StringRef text(buffer);
+  printer << text;
+  if (text.find_first_of(".eni") == StringRef::npos)
+    printer << ".0";
+}
+
 static void printFloatOption(AsmPrinter &printer, StringRef name,
                              FloatAttr value) {
   printer << ", " << name << " = ";
-  printer.printFloat(value.getValue());
+  printShortestFloat(printer, value);
 }
 
 static bool isPositiveFinite(FloatAttr value) {
@@ -120,7 +138,7 @@ void CapacityAttr::print(AsmPrinter &printer) const {
   printer << "<";
   if (getFactor()) {
     printer << "factor = ";
-    printer.printFloat(getFactor().getValue());
+    printShortestFloat(printer, getFactor());
   } else {
     printer << "absolute = " << *getAbsolute();
   }
