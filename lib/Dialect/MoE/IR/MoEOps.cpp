@@ -393,12 +393,13 @@ LogicalResult ExpertsOp::verifyRegions() {
   auto yield = cast<YieldOp>(body.getTerminator());
   auto resultType = cast<RankedTensorType>(getResult().getType());
   auto yieldType = cast<RankedTensorType>(yield.getValue().getType());
+  auto expectedYield =
+      RankedTensorType::get({ShapedType::kDynamic, resultType.getDimSize(1)},
+                            resultType.getElementType());
   if (yieldType.getElementType() != resultType.getElementType() ||
       !dimsAgree(yieldType.getDimSize(1), resultType.getDimSize(1)))
-    return emitOpError() << "expected the body to yield tensor<?x"
-                         << dimToString(resultType.getDimSize(1)) << "x"
-                         << resultType.getElementType() << ">, found "
-                         << yieldType;
+    return emitOpError() << "expected the body to yield " << expectedYield
+                         << ", found " << yieldType;
   return success();
 }
 
