@@ -9,7 +9,6 @@ results="$build/test-results.xml"
 rm -f "$results"
 
 lit_args=(-sv --xunit-xml-output "$results")
-[[ "${CI:-}" == "true" ]] && lit_args+=(--timeout 600)
 
 "$lit" "${lit_args[@]}" "$build/test" "$build/test/Unit"
 status=$?
