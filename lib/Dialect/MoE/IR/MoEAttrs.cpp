@@ -63,6 +63,26 @@ static void printFloatOption(AsmPrinter &printer, StringRef name,
   printShortestFloat(printer, value);
 }
 
+/// Parses `= <keyword>` into an enum through its generated `symbolize*`.
+template <typename EnumT>
+static ParseResult
+parseEnumOption(AsmParser &parser,
+                std::optional<EnumT> (*symbolize)(StringRef), StringRef what,
+                StringRef expected, EnumT &result) {
+  if (parser.parseEqual())
+    return failure();
+  SMLoc valueLoc = parser.getCurrentLocation();
+  StringRef value;
+  if (parser.parseKeyword(&value))
+    return failure();
+  if (std::optional<EnumT> parsed = symbolize(value)) {
+    result = *parsed;
+    return success();
+  }
+  return parser.emitError(valueLoc) << "unknown " << what << " '" << value
+                                    << "'; expected " << expected;
+}
+
 static bool isPositiveFinite(FloatAttr value) {
   double v = value.getValueAsDouble();
   return std::isfinite(v) && v > 0.0;
@@ -97,31 +117,13 @@ Attribute CapacityAttr::parse(AsmParser &parser, Type) {
       absolute = value;
       return success();
     }
-    if (key == "group" || key == "overflow") {
-      StringRef value;
-      SMLoc valueLoc;
-      if (parser.parseEqual())
-        return failure();
-      valueLoc = parser.getCurrentLocation();
-      if (parser.parseKeyword(&value))
-        return failure();
-      if (key == "group") {
-        if (auto parsed = symbolizeCapacityGroup(value)) {
-          group = *parsed;
-          return success();
-        }
-        return parser.emitError(valueLoc)
-               << "unknown capacity group '" << value
-               << "'; expected batch, sequence or request";
-      }
-      if (auto parsed = symbolizeOverflowPolicy(value)) {
-        overflow = *parsed;
-        return success();
-      }
-      return parser.emitError(valueLoc)
-             << "unknown overflow policy '" << value
-             << "'; expected drop, passthrough or reroute";
-    }
+    if (key == "group")
+      return parseEnumOption(parser, symbolizeCapacityGroup, "capacity group",
+                             "batch, sequence or request", group);
+    if (key == "overflow")
+      return parseEnumOption(parser, symbolizeOverflowPolicy,
+                             "overflow policy", "drop, passthrough or reroute",
+                             overflow);
     return parser.emitError(keyLoc)
            << "unknown capacity option '" << key
            << "'; expected factor, absolute, group or overflow";

@@ -16,6 +16,7 @@ void MoEDialect::initialize() {
 #include "moe/Dialect/MoE/IR/MoEOps.cpp.inc"
       >();
   registerAttributes();
+  registerTilingInterfaceModels();
 }
 
 Operation *MoEDialect::materializeConstant(OpBuilder &builder, Attribute value,

@@ -42,6 +42,9 @@ def MoE_Dialect : Dialect {
   let extraClassDeclaration = [{
     /// Registers the attributes; defined beside their storage classes.
     void registerAttributes();
+    /// Attaches the TilingInterface and ReifyRankedShapedTypeOpInterface
+    /// models of the token-parallel ops (MoETilingInterfaceImpl.cpp).
+    void registerTilingInterfaceModels();
   }];
 }
 

@@ -31,17 +31,11 @@ def MoE_I32Vector : TensorRankOf<[I32], [1]>;
 def MoE_TokenIds : TensorRankOf<[I32, I64], [1]>;
 def MoE_Scalar : TensorRankOf<[F32], [0]>;
 
-def MoE_TileableOverTokens : DeclareOpInterfaceMethods<TilingInterface, [
-    "getLoopIteratorTypes", "getIterationDomain", "getTiledImplementation",
-    "getResultTilePosition", "generateResultTileValue"]>;
-
 //===----------------------------------------------------------------------===//
 // moe.gate
 //===----------------------------------------------------------------------===//
 
-def MoE_GateOp : MoE_Op<"gate", [Pure, MoE_TileableOverTokens,
-    DeclareOpInterfaceMethods<ReifyRankedShapedTypeOpInterface,
-        ["reifyResultShapes"]>]> {
+def MoE_GateOp : MoE_Op<"gate", [Pure]> {
   let summary = "Router logits: x . Wg^T (+ b)";
   let description = [{
     Computes the router logits `logits[t, e] = sum_i x[t, i] * Wg[e, i] + b[e]`
@@ -211,9 +205,7 @@ def MoE_GroupedMatmulOp : MoE_Op<"grouped_matmul", [Pure,
 // moe.combine
 //===----------------------------------------------------------------------===//
 
-def MoE_CombineOp : MoE_Op<"combine", [Pure, MoE_TileableOverTokens,
-    DeclareOpInterfaceMethods<ReifyRankedShapedTypeOpInterface,
-        ["reifyResultShapes"]>]> {
+def MoE_CombineOp : MoE_Op<"combine", [Pure]> {
   let summary = "Weighted sum of expert outputs back into token order";
   let description = [{
     `out[t] = sum_j w[t, j] * y[rows[t, j]]` over the slots with
