@@ -108,6 +108,13 @@ static float bf16ToFloat(uint16_t bf16) {
   return value;
 }
 
+static Error wrongDType(const TensorView &tensor, StringRef expected) {
+  return createStringError(inconvertibleErrorCode(),
+                           "tensor '" + tensor.name + "' has dtype " +
+                               getDTypeName(tensor.dtype).str() +
+                               ", expected " + expected.str());
+}
+
 Expected<std::vector<float>> TensorView::toF32() const {
   using namespace llvm::support;
   int64_t count = getNumElements();
@@ -134,11 +141,7 @@ Expected<std::vector<float>> TensorView::toF32() const {
       values[i] = bf16ToFloat(endian::read16le(data + 2 * i));
       break;
     default:
-      return createStringError(inconvertibleErrorCode(),
-                               "tensor '" + name + "' has dtype " +
-                                   getDTypeName(dtype).str() +
-                                   ", expected a float dtype (F32, F16, "
-                                   "BF16 or F64)");
+      return wrongDType(*this, "a float dtype (F32, F16, BF16 or F64)");
     }
   }
   return values;
@@ -167,10 +170,7 @@ Expected<std::vector<int64_t>> TensorView::toI64() const {
       values[i] = data[i];
       break;
     default:
-      return createStringError(inconvertibleErrorCode(),
-                               "tensor '" + name + "' has dtype " +
-                                   getDTypeName(dtype).str() +
-                                   ", expected an integer dtype");
+      return wrongDType(*this, "an integer dtype");
     }
   }
   return values;
