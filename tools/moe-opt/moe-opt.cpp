@@ -17,6 +17,7 @@
 int main(int argc, char **argv) {
   mlir::registerAllPasses();
   mlir::moe::registerMoEPasses();
+  mlir::moe::registerMoEPipelines();
 
   mlir::DialectRegistry registry;
   // Every upstream dialect and interface model (func, arith, math, tensor,

@@ -4,8 +4,11 @@
 #define MOE_DIALECT_MOE_TRANSFORMS_PASSES_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Pass/Pass.h"
 
@@ -19,6 +22,16 @@ namespace moe {
 /// Patterns that decompose `moe.layer` into gate / route / dispatch_plan /
 /// grouped_matmul / combine (the body of `--moe-expand-layer`).
 void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
+
+/// The textual pass pipeline that lowers moe IR (tensor functions) to the
+/// LLVM dialect for the CPU; `moe-opt --moe-cpu-pipeline` runs it.
+llvm::StringRef getMoECPUPipeline();
+
+/// Adds the CPU pipeline to `pm` (anchored on builtin.module).
+llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm);
+
+/// Registers `--moe-cpu-pipeline`.
+void registerMoEPipelines();
 
 #define GEN_PASS_REGISTRATION
 #include "moe/Dialect/MoE/Transforms/Passes.h.inc"

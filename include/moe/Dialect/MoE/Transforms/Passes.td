@@ -31,4 +31,36 @@ def MoEExpandLayer : Pass<"moe-expand-layer"> {
   ];
 }
 
+def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
+  let summary = "Lower moe ops to linalg, scf and memref for the CPU";
+  let description = [{
+    Lowers every `moe` op except `moe.layer` (run `--moe-expand-layer`
+    first) to upstream dialects on tensors, ready for one-shot
+    bufferization:
+
+    * `moe.gate` becomes a `linalg.generic` contraction;
+    * `moe.grouped_matmul` becomes, per expert, a `linalg.generic` GEMM on
+      the subview of that expert's rows (gathered once through the plan),
+      with the epilogue applied as the rows are written;
+    * `moe.route`, `moe.dispatch_plan`, `moe.combine`, `moe.aux_loss`,
+      `moe.z_loss` and `moe.expert_load` become `scf.for` loop nests over
+      buffers, bridged into tensor IR with `bufferization.to_buffer` and
+      `bufferization.to_tensor restrict`;
+    * `moe.experts` becomes an `scf.for` over experts with its body inlined.
+
+    Every index read at run time (expert, row, gather source, offset, token
+    id, group boundary) is checked or clamped before it addresses memory.
+    `balanced` routing has no lowering yet and is reported as an error.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::bufferization::BufferizationDialect",
+    "::mlir::linalg::LinalgDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect",
+    "::mlir::tensor::TensorDialect"
+  ];
+}
+
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD

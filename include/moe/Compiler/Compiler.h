@@ -1,0 +1,69 @@
+//===- Compiler.h - Lower, wrap, JIT or emit moe layer modules --*- C++ -*-===//
+
+#ifndef MOE_COMPILER_COMPILER_H
+#define MOE_COMPILER_COMPILER_H
+
+#include "moe/Compiler/LayerModule.h"
+
+#include "mlir/IR/BuiltinOps.h"
+
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+
+namespace mlir {
+class ExecutionEngine;
+class DialectRegistry;
+} // namespace mlir
+
+namespace mlir::moe::compiler {
+
+/// Registers every dialect, interface and translation the compiler uses.
+void registerCompilerDialects(DialectRegistry &registry);
+
+/// Runs the CPU pipeline on `module` (built by buildLayerModule) and adds the
+/// plain C entry points of `layers`.
+llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers);
+
+struct CodegenOptions {
+  /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.
+  std::string targetCPU = "native";
+  unsigned optLevel = 3;
+};
+
+/// Writes a relocatable object file for a lowered module.
+llvm::Error emitObjectFile(ModuleOp module, llvm::StringRef path,
+                           const CodegenOptions &options);
+
+/// A lowered module compiled in process.
+class JitModule {
+public:
+  ~JitModule();
+  static llvm::Expected<std::unique_ptr<JitModule>>
+  create(ModuleOp module, const CodegenOptions &options);
+  /// The address of a C entry point, or an error.
+  llvm::Expected<void *> lookup(llvm::StringRef symbol);
+
+private:
+  JitModule() = default;
+  std::unique_ptr<ExecutionEngine> engine;
+};
+
+/// The C signatures of the entries (see the generated header).
+struct MoEBatch {
+  int64_t num_tokens;
+  const float *x;
+  const int64_t *token_ids;
+  int64_t sequence_length;
+  const int32_t *group_offsets;
+  int64_t num_groups;
+};
+using ForwardFn = int32_t (*)(const void *const *weights,
+                              const MoEBatch *batch, float *y);
+using RouteFn = int32_t (*)(const void *const *weights, const MoEBatch *batch,
+                            void *const *routing);
+
+} // namespace mlir::moe::compiler
+
+#endif // MOE_COMPILER_COMPILER_H

@@ -1,0 +1,97 @@
+//===- LayerSpec.h - A plain description of one MoE layer -------*- C++ -*-===//
+//
+// The model importer, the IR builder and the naive reference implementation
+// all speak this one MLIR-free description of an MoE block: its shapes, its
+// routing policy and its weights in the packed layouts the `moe` dialect
+// uses. Field meanings follow `#moe.router` and `moe.layer` exactly (see
+// docs/dialect.md).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOE_FRONTEND_LAYERSPEC_H
+#define MOE_FRONTEND_LAYERSPEC_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace mlir::moe::frontend {
+
+enum class RouterFamily { TopK, TopP, ExpertChoice, Hash, Balanced };
+enum class Scoring { Softmax, Sigmoid };
+enum class ExpertActivation { SiluGlu, Gelu, Relu };
+enum class CapacityGroupKind { Batch, Sequence, Request };
+enum class Overflow { Drop, Passthrough, Reroute };
+
+/// Expert capacity (token-choice families only). Exactly one of `factor`
+/// (> 0) and `absolute` (>= 1) is set when `enabled`.
+struct CapacitySpec {
+  bool enabled = false;
+  double factor = 0.0;
+  int64_t absolute = 0;
+  CapacityGroupKind group = CapacityGroupKind::Batch;
+  Overflow overflow = Overflow::Drop;
+};
+
+struct RouterSpec {
+  RouterFamily family = RouterFamily::TopK;
+  // topk
+  int64_t k = 1;
+  Scoring scoring = Scoring::Softmax;
+  bool renormalize = false;
+  double scale = 1.0;
+  bool selectionBias = false; ///< scores + bias select, unbiased scores weigh
+  int64_t nGroup = 0;         ///< 0: no group-limited routing
+  int64_t topkGroup = 0;
+  bool softmaxAfter = false; ///< softmax over the k selected logits
+  // top_p (k holds k_max)
+  double p = 0.0;
+  // expert_choice
+  double capacityFactor = 0.0;
+  // every family but expert_choice
+  int64_t nullExperts = 0;
+  CapacitySpec capacity;
+};
+
+/// Shapes and policy of one MoE block. Tokens are rows of width `hidden`.
+struct LayerSpec {
+  std::string name; ///< symbol-friendly, e.g. "layer0"
+  int64_t layerIndex = 0;
+  int64_t hidden = 0;
+  int64_t ffn = 0; ///< per-expert intermediate width F
+  int64_t numExperts = 0;
+  RouterSpec router;
+  ExpertActivation activation = ExpertActivation::SiluGlu;
+  bool gateBias = false;   ///< logit bias on the router [E + null]
+  int64_t sharedFfn = 0;   ///< 0: no shared expert
+  bool sharedGate = false; ///< shared output scaled by sigmoid(x . g)
+  int64_t hashVocab = 0;   ///< hash family: table length
+  /// Tokens per sequence when capacity groups are sequences (0: unknown,
+  /// given at run time).
+  int64_t sequenceLength = 0;
+
+  /// Routing slots per token: k (topk), k_max (top_p), E (expert_choice),
+  /// 1 (hash, balanced).
+  int64_t numSlots() const;
+  /// Rows of the router weight: E + null experts (0 for hash).
+  int64_t routerRows() const;
+  /// Rows of each expert's first matrix: 2F for SwiGLU, F otherwise.
+  int64_t firstRows() const;
+};
+
+/// Weights in the packed layouts of `moe.layer`, all row-major f32.
+struct LayerWeights {
+  std::vector<float> gate;          ///< [E + null, d]   (empty for hash)
+  std::vector<float> gateBias;      ///< [E + null]      (optional)
+  std::vector<float> selectionBias; ///< [E]             (topk ... bias)
+  std::vector<int32_t> hashTable;   ///< [vocab]         (hash)
+  std::vector<float> w1;            ///< [E, 2F or F, d] (gate rows, then up)
+  std::vector<float> w2;            ///< [E, d, F]
+  std::vector<float> sharedW1;      ///< [2Fs or Fs, d]  (optional)
+  std::vector<float> sharedW2;      ///< [d, Fs]
+  std::vector<float> sharedGate;    ///< [1, d]          (optional)
+};
+
+} // namespace mlir::moe::frontend
+
+#endif // MOE_FRONTEND_LAYERSPEC_H

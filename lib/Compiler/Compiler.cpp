@@ -1,0 +1,352 @@
+//===- Compiler.cpp - Lower, wrap, JIT or emit moe layer modules ----------===//
+
+#include "moe/Compiler/Compiler.h"
+
+#include "moe/Dialect/MoE/IR/MoEDialect.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/InitAllDialects.h"
+#include "mlir/InitAllExtensions.h"
+#include "mlir/InitAllPasses.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <mutex>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::compiler;
+
+void mlir::moe::compiler::registerCompilerDialects(DialectRegistry &registry) {
+  registerAllDialects(registry);
+  registerAllExtensions(registry);
+  registerAllToLLVMIRTranslations(registry);
+  registry.insert<MoEDialect>();
+}
+
+namespace {
+
+llvm::Error makeError(const llvm::Twine &message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
+}
+
+void registerPassesOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    registerAllPasses();
+    registerMoEPasses();
+  });
+}
+
+//===----------------------------------------------------------------------===//
+// C entry wrappers (LLVM dialect)
+//===----------------------------------------------------------------------===//
+
+/// Builds `int32_t NAME(const void *const *w, const moe_batch *batch,
+/// void *out)`: checks the arguments, expands every buffer into the memref
+/// descriptor fields the lowered inner function takes, and calls it.
+class WrapperBuilder {
+public:
+  WrapperBuilder(ImplicitLocOpBuilder &b) : b(b) {}
+
+  void build(const LayerABI &abi, StringRef publicName, StringRef innerName,
+             ArrayRef<EntryArg> args, bool routeEntry) {
+    MLIRContext *ctx = b.getContext();
+    auto ptr = LLVM::LLVMPointerType::get(ctx);
+    i64 = b.getI64Type();
+    auto fnType = LLVM::LLVMFunctionType::get(b.getI32Type(), {ptr, ptr, ptr});
+    auto fn = LLVM::LLVMFuncOp::create(b, publicName, fnType);
+    Block *entry = fn.addEntryBlock(b);
+    Block *fail = fn.addBlock();
+    Block *call = fn.addBlock();
+    fail->addArgument(b.getI32Type(), b.getLoc());
+    b.setInsertionPointToStart(entry);
+    Value weights = entry->getArgument(0), batch = entry->getArgument(1),
+          out = entry->getArgument(2);
+    nullBad = isNull(weights);
+    nullBad = orI(nullBad, isNull(batch));
+    nullBad = orI(nullBad, isNull(out));
+    shapeBad = constI1(false);
+    // Nothing is loaded through a null batch: the loads below run only in
+    // the `call` block, after the checks.
+    Value anyNull = nullBad;
+    Value status0 = select(anyNull, constI32(StatusNullPointer), constI32(0));
+    Value early = icmp(LLVM::ICmpPredicate::ne, status0, constI32(0));
+    Block *checks = fn.addBlock();
+    LLVM::CondBrOp::create(b, early, fail, ValueRange{status0}, checks,
+                           ValueRange{});
+
+    b.setInsertionPointToStart(checks);
+    nullBad = constI1(false);
+    numTokens = loadField(batch, 0, i64);
+    shapeBad = icmp(LLVM::ICmpPredicate::slt, numTokens, constI64(0));
+    Value some = icmp(LLVM::ICmpPredicate::sgt, numTokens, constI64(0));
+    SmallVector<Value> operands;
+    for (const EntryArg &arg : args) {
+      switch (arg.source) {
+      case ArgSource::BatchX:
+        expand(loadField(batch, 1, ptr), arg, some, operands);
+        break;
+      case ArgSource::BatchTokenIds:
+        expand(loadField(batch, 2, ptr), arg, some, operands);
+        break;
+      case ArgSource::SequenceLength: {
+        Value seq = loadField(batch, 3, i64);
+        shapeBad = orI(shapeBad, icmp(LLVM::ICmpPredicate::slt, seq,
+                                      constI64(0)));
+        Value whole = LLVM::SelectOp::create(b, some, numTokens, constI64(1));
+        seq = select(icmp(LLVM::ICmpPredicate::sle, seq, constI64(0)), whole,
+                     seq);
+        Value rem = LLVM::SRemOp::create(b, numTokens, seq);
+        shapeBad = orI(shapeBad,
+                       icmp(LLVM::ICmpPredicate::ne, rem, constI64(0)));
+        operands.push_back(seq);
+        break;
+      }
+      case ArgSource::BatchGroups: {
+        numGroups = loadField(batch, 5, i64);
+        shapeBad = orI(shapeBad, icmp(LLVM::ICmpPredicate::slt, numGroups,
+                                      constI64(1)));
+        expand(loadField(batch, 4, ptr), arg, constI1(true), operands);
+        break;
+      }
+      case ArgSource::Weight:
+        expand(loadField(weights, arg.field, ptr), arg, constI1(true),
+               operands);
+        break;
+      case ArgSource::Output:
+        expand(out, arg, some, operands);
+        break;
+      case ArgSource::Routing:
+        expand(loadField(out, arg.field, ptr), arg, constI1(true), operands);
+        break;
+      }
+    }
+    (void)abi;
+    (void)routeEntry;
+    Value status =
+        select(nullBad, constI32(StatusNullPointer),
+               select(shapeBad, constI32(StatusBadShape), constI32(0)));
+    Value bad = icmp(LLVM::ICmpPredicate::ne, status, constI32(0));
+    LLVM::CondBrOp::create(b, bad, fail, ValueRange{status}, call,
+                           ValueRange{});
+
+    b.setInsertionPointToStart(fail);
+    LLVM::ReturnOp::create(b, fail->getArgument(0));
+
+    b.setInsertionPointToStart(call);
+    auto result = LLVM::CallOp::create(b, TypeRange{b.getI32Type()},
+                                       innerName, operands);
+    LLVM::ReturnOp::create(b, result.getResult());
+  }
+
+private:
+  Value constI64(int64_t v) {
+    return LLVM::ConstantOp::create(b, i64, b.getI64IntegerAttr(v));
+  }
+  Value constI32(int32_t v) {
+    return LLVM::ConstantOp::create(b, b.getI32Type(), b.getI32IntegerAttr(v));
+  }
+  Value constI1(bool v) {
+    return LLVM::ConstantOp::create(b, b.getI1Type(), b.getBoolAttr(v));
+  }
+  Value icmp(LLVM::ICmpPredicate p, Value x, Value y) {
+    return LLVM::ICmpOp::create(b, p, x, y);
+  }
+  Value orI(Value x, Value y) { return LLVM::OrOp::create(b, x, y); }
+  Value select(Value c, Value x, Value y) {
+    return LLVM::SelectOp::create(b, c, x, y);
+  }
+  Value isNull(Value p) {
+    Value null = LLVM::ZeroOp::create(b, p.getType());
+    return icmp(LLVM::ICmpPredicate::eq, p, null);
+  }
+  /// Loads the 8-byte field `index` of a struct of pointers and int64s.
+  Value loadField(Value base, int64_t index, Type type) {
+    auto ptr = LLVM::LLVMPointerType::get(b.getContext());
+    Value addr = LLVM::GEPOp::create(b, ptr, b.getI8Type(), base,
+                                     ArrayRef<LLVM::GEPArg>{index * 8});
+    return LLVM::LoadOp::create(b, type, addr);
+  }
+  /// Appends the descriptor fields of a dense row-major buffer at `data`;
+  /// a null `data` is an error when `required` holds.
+  void expand(Value data, const EntryArg &arg, Value required,
+              SmallVectorImpl<Value> &operands) {
+    nullBad = orI(nullBad, LLVM::AndOp::create(b, isNull(data), required));
+    operands.push_back(data); // allocated
+    operands.push_back(data); // aligned
+    operands.push_back(constI64(0));
+    SmallVector<Value> sizes;
+    for (const DimSpec &dim : arg.shape) {
+      if (dim.kind == DimSpec::Static)
+        sizes.push_back(constI64(dim.extent));
+      else if (dim.kind == DimSpec::Tokens)
+        sizes.push_back(numTokens);
+      else
+        sizes.push_back(LLVM::AddOp::create(b, numGroups, constI64(1)));
+    }
+    SmallVector<Value> strides(sizes.size());
+    Value stride = constI64(1);
+    for (int64_t i = sizes.size() - 1; i >= 0; --i) {
+      strides[i] = stride;
+      stride = LLVM::MulOp::create(b, stride, sizes[i]);
+    }
+    llvm::append_range(operands, sizes);
+    llvm::append_range(operands, strides);
+  }
+
+  ImplicitLocOpBuilder &b;
+  Type i64;
+  Value nullBad, shapeBad, numTokens, numGroups;
+};
+
+} // namespace
+
+llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
+                                             ArrayRef<LayerABI> layers) {
+  registerPassesOnce();
+  MLIRContext *ctx = module.getContext();
+  std::string diagnostics;
+  llvm::raw_string_ostream diagStream(diagnostics);
+  ScopedDiagnosticHandler handler(ctx, [&](Diagnostic &diag) {
+    diagStream << diag.getLocation() << ": " << diag << "\n";
+    return success();
+  });
+  PassManager pm(ctx, ModuleOp::getOperationName());
+  if (failed(buildMoECPUPipeline(pm)))
+    return makeError("cannot build the moe CPU pipeline");
+  if (failed(pm.run(module)))
+    return makeError("lowering failed:\n" + diagnostics);
+
+  ImplicitLocOpBuilder b(module.getLoc(), ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  WrapperBuilder wrappers(b);
+  for (const LayerABI &abi : layers) {
+    for (bool route : {false, true}) {
+      std::string inner = abi.symbol + (route ? "__route" : "__forward");
+      if (!module.lookupSymbol(inner))
+        return makeError("lowered module has no function '" + inner + "'");
+      b.setInsertionPointToEnd(module.getBody());
+      wrappers.build(abi, route ? abi.symbol + "_route" : abi.symbol, inner,
+                     route ? abi.routeArgs : abi.forwardArgs, route);
+    }
+  }
+  if (failed(verify(module)))
+    return makeError("entry wrappers failed to verify:\n" + diagnostics);
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Code generation
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+void initializeNativeTarget() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+}
+
+llvm::Expected<std::unique_ptr<llvm::TargetMachine>>
+createTargetMachine(const CodegenOptions &options) {
+  initializeNativeTarget();
+  llvm::Triple triple(llvm::sys::getDefaultTargetTriple());
+  std::string error;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return makeError("no target for " + triple.str() + ": " + error);
+  std::string cpu = options.targetCPU;
+  std::string features;
+  if (cpu == "native") {
+    cpu = llvm::sys::getHostCPUName().str();
+    llvm::SubtargetFeatures featureSet;
+    for (auto &feature : llvm::sys::getHostCPUFeatures())
+      featureSet.AddFeature(feature.first(), feature.second);
+    features = featureSet.getString();
+  }
+  llvm::TargetOptions targetOptions;
+  std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
+      triple, cpu, features, targetOptions, llvm::Reloc::PIC_));
+  if (!machine)
+    return makeError("cannot create a target machine for CPU '" + cpu + "'");
+  return machine;
+}
+
+} // namespace
+
+llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module,
+                                                StringRef path,
+                                                const CodegenOptions &options) {
+  auto machine = createTargetMachine(options);
+  if (!machine)
+    return machine.takeError();
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(module, llvmContext);
+  if (!llvmModule)
+    return makeError("cannot translate the module to LLVM IR");
+  llvmModule->setDataLayout((*machine)->createDataLayout());
+  llvmModule->setTargetTriple((*machine)->getTargetTriple());
+  auto optimize =
+      makeOptimizingTransformer(options.optLevel, 0, machine->get());
+  if (llvm::Error error = optimize(llvmModule.get()))
+    return error;
+
+  std::error_code ec;
+  llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return makeError("cannot open '" + path + "': " + ec.message());
+  llvm::legacy::PassManager pm;
+  if ((*machine)->addPassesToEmitFile(pm, out.os(), nullptr,
+                                      llvm::CodeGenFileType::ObjectFile))
+    return makeError("the target cannot emit object files");
+  pm.run(*llvmModule);
+  out.keep();
+  return llvm::Error::success();
+}
+
+JitModule::~JitModule() = default;
+
+llvm::Expected<std::unique_ptr<JitModule>>
+JitModule::create(ModuleOp module, const CodegenOptions &options) {
+  auto machine = createTargetMachine(options);
+  if (!machine)
+    return machine.takeError();
+  std::function<llvm::Error(llvm::Module *)> transformer =
+      makeOptimizingTransformer(options.optLevel, 0, machine->get());
+  ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = transformer;
+  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  auto engine = ExecutionEngine::create(module, engineOptions,
+                                        std::move(*machine));
+  if (!engine)
+    return engine.takeError();
+  std::unique_ptr<JitModule> jit(new JitModule());
+  jit->engine = std::move(*engine);
+  return jit;
+}
+
+llvm::Expected<void *> JitModule::lookup(StringRef symbol) {
+  return engine->lookup(symbol);
+}

@@ -1,0 +1,1260 @@
+//===- LowerToLoops.cpp - moe ops -> linalg, scf and memref ---------------===//
+//
+// Lowers every `moe` op to upstream dialects for the CPU:
+//
+// * `moe.gate` becomes a `linalg.generic` contraction on tensors;
+// * `moe.grouped_matmul` becomes one `linalg.generic` GEMM per expert over
+//   that expert's rows of the dispatch plan (a subview), with the epilogue
+//   applied as the rows are written back: the grouped-GEMM structure later
+//   tiling, vectorization and threading passes work on;
+// * the routing, plan, combine and statistics ops are short loop nests
+//   (`scf.for` over `memref`), one pass over the tokens each;
+// * `moe.experts` becomes an `scf.for` over experts with the region inlined.
+//
+// Buffer-level code is embedded in tensor IR through
+// `bufferization.to_buffer read_only` (operands) and
+// `bufferization.to_tensor restrict writable` (fresh results), so
+// one-shot bufferization handles the rest of the function unchanged.
+//
+// Bounds rule (docs/dialect.md): every index read from a tensor (expert
+// index, plan row, gather row, offset, token id, group boundary) is checked
+// or clamped before it addresses memory, so no runtime value can make the
+// generated code access out of bounds.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Dialect/MoE/IR/MoEOps.h"
+#include "moe/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/PatternMatch.h"
+
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cmath>
+
+namespace mlir::moe {
+#define GEN_PASS_DEF_MOELOWERTOLOOPS
+#include "moe/Dialect/MoE/Transforms/Passes.h.inc"
+} // namespace mlir::moe
+
+using namespace mlir;
+using namespace mlir::moe;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Emitter: terse scalar and loop construction
+//===----------------------------------------------------------------------===//
+
+/// Builds scalar code, loops and buffers at the builder's insertion point.
+/// Float arithmetic is done in f32; loads and stores of other float types
+/// convert.
+class Emitter {
+public:
+  explicit Emitter(ImplicitLocOpBuilder &b) : b(b) {}
+
+  ImplicitLocOpBuilder &b;
+
+  // Constants.
+  Value idx(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value i32(int64_t v) {
+    return arith::ConstantIntOp::create(b, b.getI32Type(), v);
+  }
+  Value f32(double v) {
+    return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
+  }
+  Value f64(double v) {
+    return arith::ConstantOp::create(b, b.getF64FloatAttr(v));
+  }
+
+  // Casts.
+  Value toIndex(Value v) {
+    return v.getType().isIndex()
+               ? v
+               : arith::IndexCastOp::create(b, b.getIndexType(), v);
+  }
+  Value toI32(Value v) {
+    if (v.getType().isInteger(32))
+      return v;
+    if (v.getType().isIndex())
+      return arith::IndexCastOp::create(b, b.getI32Type(), v);
+    return arith::TruncIOp::create(b, b.getI32Type(), v);
+  }
+  Value toI64(Value v) {
+    if (v.getType().isInteger(64))
+      return v;
+    if (v.getType().isIndex())
+      return arith::IndexCastOp::create(b, b.getI64Type(), v);
+    return arith::ExtSIOp::create(b, b.getI64Type(), v);
+  }
+  Value indexToF64(Value v) {
+    return arith::SIToFPOp::create(b, b.getF64Type(), toI64(v));
+  }
+  Value i32ToF32(Value v) {
+    return arith::SIToFPOp::create(b, b.getF32Type(), v);
+  }
+
+  // Arithmetic.
+  Value add(Value x, Value y) {
+    return isa<FloatType>(x.getType()) ? (Value)arith::AddFOp::create(b, x, y)
+                                       : (Value)arith::AddIOp::create(b, x, y);
+  }
+  Value sub(Value x, Value y) {
+    return isa<FloatType>(x.getType()) ? (Value)arith::SubFOp::create(b, x, y)
+                                       : (Value)arith::SubIOp::create(b, x, y);
+  }
+  Value mul(Value x, Value y) {
+    return isa<FloatType>(x.getType()) ? (Value)arith::MulFOp::create(b, x, y)
+                                       : (Value)arith::MulIOp::create(b, x, y);
+  }
+  Value div(Value x, Value y) { return arith::DivFOp::create(b, x, y); }
+  Value exp(Value x) { return math::ExpOp::create(b, x); }
+  Value log(Value x) { return math::LogOp::create(b, x); }
+  Value select(Value c, Value x, Value y) {
+    return arith::SelectOp::create(b, c, x, y);
+  }
+  Value andI(Value x, Value y) { return arith::AndIOp::create(b, x, y); }
+  Value orI(Value x, Value y) { return arith::OrIOp::create(b, x, y); }
+  Value notI(Value x) {
+    return arith::XOrIOp::create(
+        b, x, arith::ConstantIntOp::create(b, b.getI1Type(), 1));
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, p, x, y);
+  }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value gt(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? cmpf(arith::CmpFPredicate::OGT, x, y)
+               : cmpi(arith::CmpIPredicate::sgt, x, y);
+  }
+  Value lt(Value x, Value y) {
+    return isa<FloatType>(x.getType())
+               ? cmpf(arith::CmpFPredicate::OLT, x, y)
+               : cmpi(arith::CmpIPredicate::slt, x, y);
+  }
+  Value ge(Value x, Value y) { return cmpi(arith::CmpIPredicate::sge, x, y); }
+  Value eq(Value x, Value y) { return cmpi(arith::CmpIPredicate::eq, x, y); }
+  Value minI(Value x, Value y) { return arith::MinSIOp::create(b, x, y); }
+  Value maxI(Value x, Value y) { return arith::MaxSIOp::create(b, x, y); }
+  /// Clamps an integer of any type into [lo, hi] as an index.
+  Value clampIndex(Value v, Value lo, Value hi) {
+    return minI(maxI(toIndex(v), lo), hi);
+  }
+  /// lo <= v < hi, for an i32/i64 `v` and index bounds.
+  Value inRange(Value v, Value lo, Value hi) {
+    Value v64 = toI64(v);
+    return andI(ge(v64, toI64(lo)), lt(v64, toI64(hi)));
+  }
+  /// NaN counts as -inf in every selection.
+  Value sanitize(Value v) {
+    Value isNaN = cmpf(arith::CmpFPredicate::UNO, v, v);
+    return select(isNaN, f32(-INFINITY), v);
+  }
+  Value sigmoid(Value v) {
+    Value one = f32(1.0);
+    return div(one, add(one, exp(arith::NegFOp::create(b, v))));
+  }
+
+  // Buffers.
+  Value dim(Value memref, int64_t d) {
+    return memref::DimOp::create(b, memref, d);
+  }
+  /// A fresh buffer of `shape` (kDynamic entries taken from `dynSizes`, in
+  /// order).
+  Value alloc(ArrayRef<int64_t> shape, Type element, ValueRange dynSizes) {
+    return memref::AllocOp::create(b, MemRefType::get(shape, element),
+                                   dynSizes);
+  }
+  Value allocLike(RankedTensorType type, ValueRange dynSizes) {
+    return alloc(type.getShape(), type.getElementType(), dynSizes);
+  }
+  Value load(Value memref, ValueRange ivs) {
+    return memref::LoadOp::create(b, memref, ivs);
+  }
+  /// Loads a float element as f32.
+  Value loadF(Value memref, ValueRange ivs) {
+    Value v = load(memref, ivs);
+    return v.getType().isF32() ? v
+                               : (Value)arith::ExtFOp::create(
+                                     b, b.getF32Type(), v);
+  }
+  void store(Value v, Value memref, ValueRange ivs) {
+    memref::StoreOp::create(b, v, memref, ivs);
+  }
+  /// Stores an f32 into a float buffer of any precision.
+  void storeF(Value v, Value memref, ValueRange ivs) {
+    Type element = cast<MemRefType>(memref.getType()).getElementType();
+    if (element != v.getType())
+      v = arith::TruncFOp::create(b, element, v);
+    store(v, memref, ivs);
+  }
+  void fill(Value memref, Value v) {
+    linalg::FillOp::create(b, ValueRange{v}, ValueRange{memref});
+  }
+  Value zeroOf(Type type) {
+    return arith::ConstantOp::create(b, b.getZeroAttr(type));
+  }
+
+  // Control flow.
+  void loop(Value lb, Value ub, function_ref<void(Value)> body) {
+    auto forOp = scf::ForOp::create(b, lb, ub, idx(1));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forOp.getBody()->getTerminator());
+    body(forOp.getInductionVar());
+  }
+  SmallVector<Value>
+  loop(Value lb, Value ub, ValueRange inits,
+       function_ref<SmallVector<Value>(Value, ValueRange)> body) {
+    auto forOp = scf::ForOp::create(b, lb, ub, idx(1), inits);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      Block *block = forOp.getBody();
+      if (!block->empty() && block->back().hasTrait<OpTrait::IsTerminator>())
+        b.setInsertionPoint(block->getTerminator());
+      else
+        b.setInsertionPointToEnd(block);
+      SmallVector<Value> results =
+          body(forOp.getInductionVar(), forOp.getRegionIterArgs());
+      if (block->empty() || !block->back().hasTrait<OpTrait::IsTerminator>())
+        scf::YieldOp::create(b, results);
+      else
+        block->getTerminator()->setOperands(results);
+    }
+    return SmallVector<Value>(forOp.getResults().begin(),
+                              forOp.getResults().end());
+  }
+  void ifThen(Value cond, function_ref<void()> thenBody,
+              function_ref<void()> elseBody = nullptr) {
+    auto ifOp = scf::IfOp::create(b, cond, /*withElseRegion=*/bool(elseBody));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(ifOp.thenBlock()->getTerminator());
+    thenBody();
+    if (elseBody) {
+      b.setInsertionPoint(ifOp.elseBlock()->getTerminator());
+      elseBody();
+    }
+  }
+  /// `cond ? thenBody() : elseBody()` where only the taken side runs (for
+  /// guarded loads); both sides yield a value of `type`.
+  Value ifValue(Type type, Value cond, function_ref<Value()> thenBody,
+                function_ref<Value()> elseBody) {
+    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
+                                  /*addThenBlock=*/true,
+                                  /*addElseBlock=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(ifOp.thenBlock());
+    scf::YieldOp::create(b, thenBody());
+    b.setInsertionPointToEnd(ifOp.elseBlock());
+    scf::YieldOp::create(b, elseBody());
+    return ifOp.getResult(0);
+  }
+  /// Index of the largest `score(i)` over `i` in [lb, ub) with
+  /// `eligible(i)`; ties go to the lower index. Returns (-1 as index, -inf)
+  /// when nothing is eligible. Scores must already be NaN-free.
+  std::pair<Value, Value>
+  argmax(Value lb, Value ub, function_ref<Value(Value)> eligible,
+         function_ref<Value(Value)> score) {
+    Value none = idx(-1);
+    SmallVector<Value> result = loop(
+        lb, ub, ValueRange{none, f32(-INFINITY)},
+        [&](Value i, ValueRange carried) -> SmallVector<Value> {
+          Value best = carried[0], bestScore = carried[1];
+          Value s = score(i);
+          Value first = eq(best, none);
+          Value better = orI(first, gt(s, bestScore));
+          Value take = andI(eligible(i), better);
+          return {select(take, i, best), select(take, s, bestScore)};
+        });
+    return {result[0], result[1]};
+  }
+};
+
+Value toBuffer(ImplicitLocOpBuilder &b, Value tensor) {
+  auto type = cast<RankedTensorType>(tensor.getType());
+  auto memrefType = MemRefType::get(type.getShape(), type.getElementType());
+  return bufferization::ToBufferOp::create(b, memrefType, tensor,
+                                           /*read_only=*/b.getUnitAttr());
+}
+
+Value toTensor(ImplicitLocOpBuilder &b, Value memref, Type tensorType) {
+  return bufferization::ToTensorOp::create(b, tensorType, memref,
+                                           /*restrict=*/true,
+                                           /*writable=*/true);
+}
+
+/// Softmax of row `t` of `logits` over columns [0, n) into `out[0, n)`
+/// (f32), with NaN treated as -inf. An all -inf row gives all zeros.
+void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
+                    function_ref<void(Value, Value)> store) {
+  Value zero = em.idx(0);
+  Value maxv =
+      em.loop(zero, n, ValueRange{em.f32(-INFINITY)},
+              [&](Value e, ValueRange c) -> SmallVector<Value> {
+                Value l = em.sanitize(em.loadF(logits, {t, e}));
+                return {em.select(em.gt(l, c[0]), l, c[0])};
+              })[0];
+  Value isNegInf = em.cmpf(arith::CmpFPredicate::OEQ, maxv, em.f32(-INFINITY));
+  maxv = em.select(isNegInf, em.f32(0.0), maxv);
+  Value sum = em.loop(zero, n, ValueRange{em.f32(0.0)},
+                      [&](Value e, ValueRange c) -> SmallVector<Value> {
+                        Value l = em.sanitize(em.loadF(logits, {t, e}));
+                        Value x = em.exp(em.sub(l, maxv));
+                        em.store(x, out, {e});
+                        return {em.add(c[0], x)};
+                      })[0];
+  Value positive = em.gt(sum, em.f32(0.0));
+  Value inv = em.select(positive, em.div(em.f32(1.0), sum), em.f32(0.0));
+  em.loop(zero, n, [&](Value e) { store(e, em.mul(em.load(out, {e}), inv)); });
+}
+
+//===----------------------------------------------------------------------===//
+// moe.gate
+//===----------------------------------------------------------------------===//
+
+Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
+  auto type = cast<RankedTensorType>(op.getType());
+  Type element = type.getElementType();
+  SmallVector<OpFoldResult> sizes = {
+      tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
+      tensor::getMixedSize(b, b.getLoc(), op.getWeight(), 0)};
+  Value init = tensor::EmptyOp::create(b, sizes, element);
+  Value zero = arith::ConstantOp::create(b, b.getZeroAttr(element));
+  init = linalg::FillOp::create(b, ValueRange{zero}, ValueRange{init})
+             .getResult(0);
+  MLIRContext *ctx = b.getContext();
+  AffineExpr t, r, i;
+  bindDims(ctx, t, r, i);
+  SmallVector<AffineMap> maps = {AffineMap::get(3, 0, {t, i}, ctx),
+                                 AffineMap::get(3, 0, {r, i}, ctx),
+                                 AffineMap::get(3, 0, {t, r}, ctx)};
+  Value logits =
+      linalg::GenericOp::create(
+          b, TypeRange{init.getType()},
+          ValueRange{op.getInput(), op.getWeight()}, ValueRange{init}, maps,
+          {utils::IteratorType::parallel, utils::IteratorType::parallel,
+           utils::IteratorType::reduction},
+          [](OpBuilder &nb, Location loc, ValueRange args) {
+            Value prod = arith::MulFOp::create(nb, loc, args[0], args[1]);
+            Value acc = arith::AddFOp::create(nb, loc, args[2], prod);
+            linalg::YieldOp::create(nb, loc, acc);
+          })
+          .getResult(0);
+  if (Value bias = op.getBias()) {
+    AffineExpr t2, r2;
+    bindDims(ctx, t2, r2);
+    SmallVector<AffineMap> biasMaps = {AffineMap::get(2, 0, {t2, r2}, ctx),
+                                       AffineMap::get(2, 0, {r2}, ctx),
+                                       AffineMap::get(2, 0, {t2, r2}, ctx)};
+    Value out = tensor::EmptyOp::create(b, sizes, element);
+    logits = linalg::GenericOp::create(
+                 b, TypeRange{out.getType()}, ValueRange{logits, bias},
+                 ValueRange{out}, biasMaps,
+                 {utils::IteratorType::parallel,
+                  utils::IteratorType::parallel},
+                 [](OpBuilder &nb, Location loc, ValueRange args) {
+                   Value sum = arith::AddFOp::create(nb, loc, args[0], args[1]);
+                   linalg::YieldOp::create(nb, loc, sum);
+                 })
+                 .getResult(0);
+  }
+  if (logits.getType() != type)
+    logits = tensor::CastOp::create(b, type, logits);
+  return logits;
+}
+
+//===----------------------------------------------------------------------===//
+// moe.route
+//===----------------------------------------------------------------------===//
+
+/// Hash routing: expert = table[token_id], weight 1; ids outside the table
+/// give an empty slot.
+void emitHashRoute(Emitter &em, Value ids, Value table, Value indices,
+                   Value weights, Value numTokens) {
+  Value zero = em.idx(0);
+  Value vocab = em.dim(table, 0);
+  em.loop(zero, numTokens, [&](Value t) {
+    Value id = em.toI64(em.load(ids, {t}));
+    Value valid = em.inRange(id, zero, vocab);
+    Value expert =
+        em.ifValue(em.b.getI32Type(), valid,
+                   [&] { return em.load(table, {em.toIndex(id)}); },
+                   [&] { return em.i32(-1); });
+    em.store(expert, indices, {t, zero});
+    em.store(em.select(valid, em.f32(1.0), em.f32(0.0)), weights, {t, zero});
+  });
+}
+
+/// Expert choice: each expert takes the C tokens with the highest softmax
+/// probability. Slot j of a token is expert j when it took the token.
+void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
+                           Value indices, Value weights, Value numTokens,
+                           int64_t numExperts) {
+  Value zero = em.idx(0);
+  Value numCols = em.dim(logits, 1);
+  Value probs = em.alloc({ShapedType::kDynamic, ShapedType::kDynamic},
+                         em.b.getF32Type(), {numTokens, numCols});
+  Value row = em.alloc({ShapedType::kDynamic}, em.b.getF32Type(), {numCols});
+  em.loop(zero, numTokens, [&](Value t) {
+    emitSoftmaxRow(em, logits, t, numCols, row,
+                   [&](Value e, Value p) { em.store(p, probs, {t, e}); });
+  });
+  em.fill(indices, em.i32(-1));
+  em.fill(weights, em.f32(0.0));
+
+  // C = min(T, ceil(T * factor / E)).
+  double factor = router.getCapacityFactor().getValueAsDouble();
+  Value scaled = em.div(
+      em.mul(em.indexToF64(numTokens), em.f64(factor)), em.f64(numExperts));
+  Value ceil = math::CeilOp::create(em.b, em.sub(scaled, em.f64(1e-9)));
+  Value capacity = em.toIndex(
+      arith::FPToSIOp::create(em.b, em.b.getI64Type(), ceil).getResult());
+  capacity = em.minI(em.maxI(capacity, zero), numTokens);
+
+  em.loop(zero, em.idx(numExperts), [&](Value e) {
+    Value e32 = em.toI32(e);
+    em.loop(zero, capacity, [&](Value) {
+      Value best, bestScore;
+      std::tie(best, bestScore) = em.argmax(
+          zero, numTokens,
+          [&](Value t) { return em.eq(em.load(indices, {t, e}), em.i32(-1)); },
+          [&](Value t) { return em.load(probs, {t, e}); });
+      em.ifThen(em.ge(best, zero), [&] {
+        em.store(e32, indices, {best, e});
+        em.store(bestScore, weights, {best, e});
+      });
+    });
+  });
+}
+
+/// Token-choice routing (topk, top_p): per token, scores, an optional group
+/// limit, then `slots` rounds of argmax with ties to the lower index.
+void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
+                          Value bias, Value indices, Value weights,
+                          Value numTokens, int64_t numExperts,
+                          int64_t slots) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0);
+  Value numCols = em.dim(logits, 1);
+  Value E = em.idx(numExperts);
+  Type f32 = b.getF32Type();
+  Value scores = em.alloc({ShapedType::kDynamic}, f32, {numCols});
+  Value select = em.alloc({ShapedType::kDynamic}, f32, {numCols});
+  Value taken = em.alloc({ShapedType::kDynamic}, b.getI32Type(), {numCols});
+  bool topP = router.getKind() == RouterKind::top_p;
+  bool softmaxAfter = router.getSoftmaxAfter();
+  bool sigmoid = !topP && router.getScore() == ScoreFunc::sigmoid;
+  int64_t nGroup = router.getNGroup();
+  Value groupScores, groupKept;
+  if (nGroup > 0) {
+    groupScores = em.alloc({nGroup}, f32, {});
+    groupKept = em.alloc({nGroup}, b.getI32Type(), {});
+  }
+
+  em.loop(zero, numTokens, [&](Value t) {
+    // Scores.
+    if (softmaxAfter) {
+      em.loop(zero, numCols, [&](Value e) {
+        em.store(em.sanitize(em.loadF(logits, {t, e})), scores, {e});
+      });
+    } else if (sigmoid) {
+      em.loop(zero, numCols, [&](Value e) {
+        Value l = em.sanitize(em.loadF(logits, {t, e}));
+        em.store(em.sigmoid(l), scores, {e});
+      });
+    } else {
+      emitSoftmaxRow(em, logits, t, numCols, scores,
+                     [&](Value e, Value p) { em.store(p, scores, {e}); });
+    }
+    // Selection keys: scores plus the selection bias of routed experts.
+    em.loop(zero, numCols, [&](Value e) {
+      Value key = em.load(scores, {e});
+      if (bias) {
+        Value routed = em.cmpi(arith::CmpIPredicate::slt, e, E);
+        Value add = em.ifValue(
+            b.getF32Type(), routed, [&] { return em.loadF(bias, {e}); },
+            [&] { return em.f32(0.0); });
+        key = em.sanitize(em.add(key, add));
+      }
+      em.store(key, select, {e});
+      em.store(em.i32(0), taken, {e});
+    });
+    // Group limit: keep the topk_group groups whose two best keys sum
+    // highest; experts of the other groups are not eligible.
+    if (nGroup > 0) {
+      int64_t groupSize = numExperts / nGroup;
+      em.loop(zero, em.idx(nGroup), [&](Value g) {
+        Value start = em.mul(g, em.idx(groupSize));
+        SmallVector<Value> best = em.loop(
+            zero, em.idx(groupSize),
+            ValueRange{em.f32(-INFINITY), em.f32(-INFINITY)},
+            [&](Value i, ValueRange c) -> SmallVector<Value> {
+              Value v = em.load(select, {em.add(start, i)});
+              Value above1 = em.gt(v, c[0]);
+              Value above2 = em.gt(v, c[1]);
+              Value first = em.select(above1, v, c[0]);
+              Value second =
+                  em.select(above1, c[0], em.select(above2, v, c[1]));
+              return {first, second};
+            });
+        Value score = groupSize >= 2 ? em.add(best[0], best[1]) : best[0];
+        em.store(score, groupScores, {g});
+        em.store(em.i32(0), groupKept, {g});
+      });
+      em.loop(zero, em.idx(router.getTopkGroup()), [&](Value) {
+        Value g, s;
+      std::tie(g, s) = em.argmax(
+            zero, em.idx(nGroup),
+            [&](Value gi) { return em.eq(em.load(groupKept, {gi}), em.i32(0)); },
+            [&](Value gi) { return em.load(groupScores, {gi}); });
+        (void)s;
+        em.ifThen(em.ge(g, zero),
+                  [&] { em.store(em.i32(1), groupKept, {g}); });
+      });
+      em.loop(zero, E, [&](Value e) {
+        Value g = arith::DivUIOp::create(b, e, em.idx(groupSize));
+        Value kept = em.load(groupKept, {g});
+        em.store(em.select(em.eq(kept, em.i32(1)), em.i32(0), em.i32(1)),
+                 taken, {e});
+      });
+    }
+    // Slots in descending key order.
+    Value mass = em.f32(0.0);
+    double p = topP ? router.getP().getValueAsDouble() : 0.0;
+    SmallVector<Value> carried = em.loop(
+        zero, em.idx(slots), ValueRange{mass},
+        [&](Value j, ValueRange c) -> SmallVector<Value> {
+          Value best, key;
+      std::tie(best, key) = em.argmax(
+              zero, numCols,
+              [&](Value e) { return em.eq(em.load(taken, {e}), em.i32(0)); },
+              [&](Value e) { return em.load(select, {e}); });
+          (void)key;
+          Value found = em.ge(best, zero);
+          Value use = found;
+          if (topP)
+            use = em.andI(found, em.lt(c[0], em.f32(p)));
+          Value weight = em.ifValue(
+              f32, use, [&] { return em.load(scores, {best}); },
+              [&] { return em.f32(0.0); });
+          em.ifThen(found, [&] { em.store(em.i32(1), taken, {best}); });
+          em.store(em.select(use, em.toI32(best), em.i32(-1)), indices,
+                   {t, j});
+          em.store(weight, weights, {t, j});
+          return {em.add(c[0], weight)};
+        });
+    Value slotsV = em.idx(slots);
+    if (softmaxAfter) {
+      // Softmax over the selected logits (stored as weights above).
+      Value maxv = em.loop(zero, slotsV, ValueRange{em.f32(-INFINITY)},
+                           [&](Value j, ValueRange c) -> SmallVector<Value> {
+                             Value l = em.load(weights, {t, j});
+                             return {em.select(em.gt(l, c[0]), l, c[0])};
+                           })[0];
+      Value sum = em.loop(zero, slotsV, ValueRange{em.f32(0.0)},
+                          [&](Value j, ValueRange c) -> SmallVector<Value> {
+                            Value x =
+                                em.exp(em.sub(em.load(weights, {t, j}), maxv));
+                            em.store(x, weights, {t, j});
+                            return {em.add(c[0], x)};
+                          })[0];
+      em.loop(zero, slotsV, [&](Value j) {
+        em.store(em.div(em.load(weights, {t, j}), sum), weights, {t, j});
+      });
+    } else if (router.getRenormalize()) {
+      Value sum = carried[0];
+      em.ifThen(em.gt(sum, em.f32(0.0)), [&] {
+        em.loop(zero, slotsV, [&](Value j) {
+          em.store(em.div(em.load(weights, {t, j}), sum), weights, {t, j});
+        });
+      });
+    }
+    double scale = router.getScaleValue();
+    if (scale != 1.0) {
+      em.loop(zero, slotsV, [&](Value j) {
+        em.store(em.mul(em.load(weights, {t, j}), em.f32(scale)), weights,
+                 {t, j});
+      });
+    }
+  });
+}
+
+LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
+                         SmallVectorImpl<Value> &results) {
+  Emitter em(b);
+  RouterAttr router = op.getRouter();
+  int64_t numExperts = op.getNumExperts();
+  auto indicesType = cast<RankedTensorType>(op.getIndices().getType());
+  auto weightsType = cast<RankedTensorType>(op.getWeights().getType());
+
+  Value logits = op.getLogits() ? toBuffer(b, op.getLogits()) : Value();
+  Value ids = op.getTokenIds() ? toBuffer(b, op.getTokenIds()) : Value();
+  Value source = logits ? logits : ids;
+  Value numTokens = em.dim(source, 0);
+  SmallVector<Value> dyn;
+  if (indicesType.isDynamicDim(0))
+    dyn.push_back(numTokens);
+  if (indicesType.isDynamicDim(1))
+    dyn.push_back(em.idx(router.getNumSlots(numExperts)));
+  Value indices = em.allocLike(indicesType, dyn);
+  Value weights = em.allocLike(weightsType, dyn);
+
+  switch (router.getKind()) {
+  case RouterKind::hash:
+    emitHashRoute(em, ids, toBuffer(b, op.getTable()), indices, weights,
+                  numTokens);
+    break;
+  case RouterKind::expert_choice:
+    emitExpertChoiceRoute(em, router, logits, indices, weights, numTokens,
+                          numExperts);
+    break;
+  case RouterKind::topk:
+  case RouterKind::top_p:
+    emitTokenChoiceRoute(em, router, logits,
+                         op.getBias() ? toBuffer(b, op.getBias()) : Value(),
+                         indices, weights, numTokens, numExperts,
+                         router.getNumSlots(numExperts));
+    break;
+  case RouterKind::balanced:
+    return op.emitOpError(
+        "balanced (BASE) routing has no CPU lowering yet");
+  }
+  results.push_back(toTensor(b, indices, indicesType));
+  results.push_back(toTensor(b, weights, weightsType));
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// moe.dispatch_plan
+//===----------------------------------------------------------------------===//
+
+void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
+                       SmallVectorImpl<Value> &results) {
+  Emitter em(b);
+  Type i32 = b.getI32Type();
+  int64_t numExperts = op.getNumExperts();
+  Value E = em.idx(numExperts);
+  Value zero = em.idx(0), one = em.idx(1);
+  Value indices = toBuffer(b, op.getIndices());
+  Value numTokens = em.dim(indices, 0);
+  Value slots = em.dim(indices, 1);
+  Value numRows = em.mul(numTokens, slots);
+
+  auto permType = cast<RankedTensorType>(op.getPerm().getType());
+  auto offsetsType = cast<RankedTensorType>(op.getOffsets().getType());
+  auto rowsType = cast<RankedTensorType>(op.getRows().getType());
+  Value perm = em.allocLike(
+      permType, permType.isDynamicDim(0) ? ValueRange{numRows} : ValueRange{});
+  Value offsets = em.allocLike(offsetsType, {});
+  SmallVector<Value> rowsDyn;
+  if (rowsType.isDynamicDim(0))
+    rowsDyn.push_back(numTokens);
+  if (rowsType.isDynamicDim(1))
+    rowsDyn.push_back(slots);
+  Value rows = em.allocLike(rowsType, rowsDyn);
+
+  // dest[t, j]: the expert that serves slot (t, j), or -1 (nothing) / -2
+  // (passthrough).
+  Value dest = em.alloc({ShapedType::kDynamic, ShapedType::kDynamic}, i32,
+                        {numTokens, slots});
+  Value count = em.alloc({numExperts}, i32, {});
+  em.fill(dest, em.i32(-1));
+
+  CapacityAttr capacity = op.getCapacityAttr();
+  Value scores = op.getScores() ? toBuffer(b, op.getScores()) : Value();
+  Value groups = op.getGroups() ? toBuffer(b, op.getGroups()) : Value();
+  Value numGroups = groups ? em.sub(em.dim(groups, 0), one) : one;
+
+  em.loop(zero, numGroups, [&](Value g) {
+    Value begin = zero, end = numTokens;
+    if (groups) {
+      begin = em.clampIndex(em.load(groups, {g}), zero, numTokens);
+      end = em.clampIndex(em.load(groups, {em.add(g, one)}), begin,
+                          numTokens);
+    }
+    Value groupTokens = em.sub(end, begin);
+    // Capacity of one expert in this group (never binding without one).
+    Value cap = em.toI32(em.mul(groupTokens, slots));
+    if (capacity) {
+      if (std::optional<int64_t> absolute = capacity.getAbsolute()) {
+        cap = em.i32(*absolute);
+      } else {
+        double factor = capacity.getFactor().getValueAsDouble();
+        Value scaled = em.div(em.mul(em.mul(em.indexToF64(groupTokens),
+                                            em.indexToF64(slots)),
+                                     em.f64(factor)),
+                              em.f64(numExperts));
+        Value ceil = math::CeilOp::create(b, em.sub(scaled, em.f64(1e-9)));
+        cap = arith::FPToSIOp::create(b, i32, ceil);
+      }
+    }
+    em.fill(count, em.i32(0));
+    em.loop(begin, end, [&](Value t) {
+      em.loop(zero, slots, [&](Value j) {
+        Value e = em.load(indices, {t, j});
+        em.ifThen(em.inRange(e, zero, E), [&] {
+          Value ei = em.toIndex(e);
+          Value used = em.load(count, {ei});
+          Value room = em.lt(used, cap);
+          auto serve = [&](Value expert, Value expertIndex) {
+            Value n = em.load(count, {expertIndex});
+            em.store(em.add(n, em.i32(1)), count, {expertIndex});
+            em.store(expert, dest, {t, j});
+          };
+          OverflowPolicy policy =
+              capacity ? capacity.getOverflow() : OverflowPolicy::drop;
+          em.ifThen(
+              room, [&] { serve(e, ei); },
+              [&] {
+                if (policy == OverflowPolicy::passthrough) {
+                  em.store(em.i32(-2), dest, {t, j});
+                  return;
+                }
+                if (policy != OverflowPolicy::reroute || !scores)
+                  return; // dropped: dest stays -1
+                // Next-best expert with room that the token has not chosen.
+                Value alt, altScore;
+      std::tie(alt, altScore) = em.argmax(
+                    zero, E,
+                    [&](Value c) {
+                      Value c32 = em.toI32(c);
+                      Value hasRoom = em.lt(em.load(count, {c}), cap);
+                      Value chosen =
+                          em.loop(zero, slots, ValueRange{hasRoom},
+                                  [&](Value jj, ValueRange cc)
+                                      -> SmallVector<Value> {
+                                    Value original =
+                                        em.eq(em.load(indices, {t, jj}), c32);
+                                    Value earlier = em.andI(
+                                        em.cmpi(arith::CmpIPredicate::slt, jj,
+                                                j),
+                                        em.eq(em.load(dest, {t, jj}), c32));
+                                    Value clash = em.orI(original, earlier);
+                                    return {em.andI(cc[0], em.notI(clash))};
+                                  })[0];
+                      return chosen;
+                    },
+                    [&](Value c) {
+                      return em.sanitize(em.loadF(scores, {t, c}));
+                    });
+                (void)altScore;
+                em.ifThen(em.ge(alt, zero),
+                          [&] { serve(em.toI32(alt), alt); });
+              });
+        });
+      });
+    });
+  });
+
+  // Offsets: exclusive prefix sum of the served slots per expert.
+  em.fill(count, em.i32(0));
+  em.loop(zero, numTokens, [&](Value t) {
+    em.loop(zero, slots, [&](Value j) {
+      Value d = em.load(dest, {t, j});
+      em.ifThen(em.ge(d, em.i32(0)), [&] {
+        Value di = em.toIndex(d);
+        em.store(em.add(em.load(count, {di}), em.i32(1)), count, {di});
+      });
+    });
+  });
+  em.store(em.i32(0), offsets, {zero});
+  em.loop(zero, E, [&](Value e) {
+    Value next = em.add(em.load(offsets, {e}), em.load(count, {e}));
+    em.store(next, offsets, {em.add(e, one)});
+    em.store(em.load(offsets, {e}), count, {e}); // count becomes a cursor
+  });
+  // Rows, in token order within each expert.
+  em.fill(perm, em.i32(-1));
+  em.loop(zero, numTokens, [&](Value t) {
+    em.loop(zero, slots, [&](Value j) {
+      Value d = em.load(dest, {t, j});
+      Value served = em.ge(d, em.i32(0));
+      em.ifThen(
+          served,
+          [&] {
+            Value di = em.toIndex(d);
+            Value row = em.load(count, {di});
+            em.store(em.add(row, em.i32(1)), count, {di});
+            em.store(em.toI32(t), perm, {em.toIndex(row)});
+            em.store(row, rows, {t, j});
+          },
+          [&] { em.store(d, rows, {t, j}); });
+    });
+  });
+  results.push_back(toTensor(b, perm, permType));
+  results.push_back(toTensor(b, offsets, offsetsType));
+  results.push_back(toTensor(b, rows, rowsType));
+}
+
+//===----------------------------------------------------------------------===//
+// moe.grouped_matmul
+//===----------------------------------------------------------------------===//
+
+Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i,
+                    Value j, Value width, Value rowScale, Value row) {
+  Value v = em.loadF(acc, {i, j});
+  switch (epilogue) {
+  case Epilogue::none:
+    return v;
+  case Epilogue::silu_glu: {
+    Value up = em.loadF(acc, {i, em.add(j, width)});
+    return em.mul(em.mul(v, em.sigmoid(v)), up);
+  }
+  case Epilogue::gelu: {
+    Value erf = math::ErfOp::create(em.b, em.mul(v, em.f32(M_SQRT1_2)));
+    return em.mul(em.mul(em.f32(0.5), v), em.add(em.f32(1.0), erf));
+  }
+  case Epilogue::relu:
+    return em.select(em.gt(v, em.f32(0.0)), v, em.f32(0.0));
+  case Epilogue::scale:
+    return em.mul(v, em.loadF(rowScale, {row}));
+  }
+  llvm_unreachable("unknown epilogue");
+}
+
+Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+  Emitter em(b);
+  MLIRContext *ctx = b.getContext();
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Type element = resultType.getElementType();
+  Value zero = em.idx(0), one = em.idx(1);
+  Value x = toBuffer(b, op.getInput());
+  Value w = toBuffer(b, op.getWeight());
+  Value offsets = toBuffer(b, op.getOffsets());
+  Value gather = op.getGather() ? toBuffer(b, op.getGather()) : Value();
+  Value rowScale = op.getRowScale() ? toBuffer(b, op.getRowScale()) : Value();
+  int64_t numExperts = op.getNumExperts();
+  Value numRows = em.dim(gather ? gather : x, 0);
+  Value depth = em.dim(x, 1);
+  Value wRows = em.dim(w, 1);
+  Value width = em.idx(resultType.getDimSize(1));
+  if (resultType.isDynamicDim(1))
+    width = op.getEpilogue() == Epilogue::silu_glu
+                ? (Value)arith::DivUIOp::create(b, wRows, em.idx(2))
+                : wRows;
+
+  SmallVector<Value> dyn;
+  if (resultType.isDynamicDim(0))
+    dyn.push_back(numRows);
+  if (resultType.isDynamicDim(1))
+    dyn.push_back(width);
+  Value out = em.allocLike(resultType, dyn);
+  em.fill(out, em.zeroOf(element));
+
+  // Operand rows in plan order: gathered once (rows with an invalid source
+  // token are zero), or the input itself.
+  Value a = x;
+  if (gather) {
+    Value inputRows = em.dim(x, 0);
+    a = em.alloc({ShapedType::kDynamic, ShapedType::kDynamic},
+                 cast<MemRefType>(x.getType()).getElementType(),
+                 {numRows, depth});
+    em.loop(zero, numRows, [&](Value r) {
+      Value src = em.load(gather, {r});
+      Value valid = em.inRange(src, zero, inputRows);
+      em.ifThen(
+          valid,
+          [&] {
+            Value s = em.toIndex(src);
+            em.loop(zero, depth, [&](Value c) {
+              em.store(em.load(x, {s, c}), a, {r, c});
+            });
+          },
+          [&] {
+            em.loop(zero, depth, [&](Value c) {
+              em.store(em.zeroOf(cast<MemRefType>(x.getType())
+                                     .getElementType()),
+                       a, {r, c});
+            });
+          });
+    });
+  }
+  Value acc = em.alloc({ShapedType::kDynamic, ShapedType::kDynamic}, element,
+                       {numRows, wRows});
+
+  AffineExpr i, j, k;
+  bindDims(ctx, i, j, k);
+  SmallVector<AffineMap> maps = {AffineMap::get(3, 0, {i, k}, ctx),
+                                 AffineMap::get(3, 0, {j, k}, ctx),
+                                 AffineMap::get(3, 0, {i, j}, ctx)};
+  em.loop(zero, em.idx(numExperts), [&](Value e) {
+    Value lo = em.clampIndex(em.load(offsets, {e}), zero, numRows);
+    Value hi =
+        em.clampIndex(em.load(offsets, {em.add(e, one)}), lo, numRows);
+    Value n = em.sub(hi, lo);
+    em.ifThen(em.gt(n, zero), [&] {
+      auto sub2d = [&](Value buffer, Value cols) {
+        return memref::SubViewOp::create(
+            b, buffer, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{n, cols},
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+      };
+      Value aRows = sub2d(a, depth);
+      Value accRows = sub2d(acc, wRows);
+      auto wType = cast<MemRefType>(w.getType());
+      SmallVector<OpFoldResult> wOffsets = {e, b.getIndexAttr(0),
+                                            b.getIndexAttr(0)};
+      auto extent = [&](int64_t d) -> OpFoldResult {
+        if (wType.isDynamicDim(d))
+          return em.dim(w, d);
+        return b.getIndexAttr(wType.getDimSize(d));
+      };
+      SmallVector<OpFoldResult> wSizes = {b.getIndexAttr(1), extent(1),
+                                          extent(2)};
+      SmallVector<OpFoldResult> wStrides(3, b.getIndexAttr(1));
+      auto expertType = memref::SubViewOp::inferRankReducedResultType(
+          {wType.getDimSize(1), wType.getDimSize(2)}, wType, wOffsets, wSizes,
+          wStrides);
+      Value wExpert = memref::SubViewOp::create(b, expertType, w, wOffsets,
+                                                wSizes, wStrides);
+      em.fill(accRows, em.zeroOf(element));
+      linalg::GenericOp::create(
+          b, TypeRange{}, ValueRange{aRows, wExpert}, ValueRange{accRows},
+          maps,
+          {utils::IteratorType::parallel, utils::IteratorType::parallel,
+           utils::IteratorType::reduction},
+          [](OpBuilder &nb, Location loc, ValueRange args) {
+            Value prod = arith::MulFOp::create(nb, loc, args[0], args[1]);
+            Value sum = arith::AddFOp::create(nb, loc, args[2], prod);
+            linalg::YieldOp::create(nb, loc, sum);
+          });
+      em.loop(lo, hi, [&](Value r) {
+        em.loop(zero, width, [&](Value c) {
+          Value v = applyEpilogue(em, op.getEpilogue(), acc, r, c, width,
+                                  rowScale, r);
+          em.storeF(v, out, {r, c});
+        });
+      });
+    });
+  });
+  return toTensor(b, out, resultType);
+}
+
+//===----------------------------------------------------------------------===//
+// moe.combine
+//===----------------------------------------------------------------------===//
+
+Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0);
+  Value y = toBuffer(b, op.getInput());
+  Value weights = toBuffer(b, op.getWeights());
+  Value rows = toBuffer(b, op.getRows());
+  Value passthrough =
+      op.getPassthrough() ? toBuffer(b, op.getPassthrough()) : Value();
+  Value numTokens = em.dim(rows, 0);
+  Value slots = em.dim(rows, 1);
+  Value numRows = em.dim(y, 0);
+  Value width = em.dim(y, 1);
+  SmallVector<Value> dyn;
+  if (resultType.isDynamicDim(0))
+    dyn.push_back(numTokens);
+  if (resultType.isDynamicDim(1))
+    dyn.push_back(width);
+  Value out = em.allocLike(resultType, dyn);
+  Value acc = em.alloc({ShapedType::kDynamic}, b.getF32Type(), {width});
+  em.loop(zero, numTokens, [&](Value t) {
+    em.fill(acc, em.f32(0.0));
+    em.loop(zero, slots, [&](Value j) {
+      Value r = em.load(rows, {t, j});
+      Value wt = em.loadF(weights, {t, j});
+      auto accumulate = [&](Value source, Value row) {
+        em.loop(zero, width, [&](Value c) {
+          Value v = em.mul(wt, em.loadF(source, {row, c}));
+          em.store(em.add(em.load(acc, {c}), v), acc, {c});
+        });
+      };
+      em.ifThen(
+          em.inRange(r, zero, numRows),
+          [&] { accumulate(y, em.toIndex(r)); },
+          [&] {
+            if (passthrough)
+              em.ifThen(em.eq(r, em.i32(-2)),
+                        [&] { accumulate(passthrough, t); });
+          });
+    });
+    em.loop(zero, width,
+            [&](Value c) { em.storeF(em.load(acc, {c}), out, {t, c}); });
+  });
+  return toTensor(b, out, resultType);
+}
+
+//===----------------------------------------------------------------------===//
+// moe.experts
+//===----------------------------------------------------------------------===//
+
+Value lowerExperts(ImplicitLocOpBuilder &b, ExpertsOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0), one = em.idx(1);
+  Value input = op.getInput();
+  Value numRows = tensor::DimOp::create(b, input, 0);
+  Value width = em.idx(resultType.getDimSize(1));
+  SmallVector<OpFoldResult> sizes = {numRows, width};
+  if (!resultType.isDynamicDim(0))
+    sizes[0] = b.getIndexAttr(resultType.getDimSize(0));
+  Value init = tensor::EmptyOp::create(b, sizes, resultType.getElementType());
+  init = linalg::FillOp::create(b, ValueRange{em.zeroOf(
+                                       resultType.getElementType())},
+                                ValueRange{init})
+             .getResult(0);
+  int64_t numExperts =
+      cast<RankedTensorType>(op.getOffsets().getType()).getDimSize(0) - 1;
+  Block &body = op.getBody().front();
+  Value result =
+      em.loop(zero, em.idx(numExperts), ValueRange{init},
+              [&](Value e, ValueRange carried) -> SmallVector<Value> {
+                Value lo = em.clampIndex(
+                    tensor::ExtractOp::create(b, op.getOffsets(), e), zero,
+                    numRows);
+                Value hi = em.clampIndex(
+                    tensor::ExtractOp::create(b, op.getOffsets(),
+                                              em.add(e, one)),
+                    lo, numRows);
+                Value n = em.sub(hi, lo);
+                auto inputType = cast<RankedTensorType>(input.getType());
+                OpFoldResult depth =
+                    tensor::getMixedSize(b, b.getLoc(), input, 1);
+                Value rowsIn = tensor::ExtractSliceOp::create(
+                    b,
+                    RankedTensorType::get(
+                        {ShapedType::kDynamic, inputType.getDimSize(1)},
+                        inputType.getElementType()),
+                    input, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+                    ArrayRef<OpFoldResult>{n, depth},
+                    ArrayRef<OpFoldResult>{b.getIndexAttr(1),
+                                           b.getIndexAttr(1)});
+                IRMapping mapping;
+                mapping.map(body.getArgument(0), e);
+                mapping.map(body.getArgument(1), rowsIn);
+                for (auto [arg, weight] :
+                     llvm::zip(body.getArguments().drop_front(2),
+                               op.getWeights())) {
+                  auto wType = cast<RankedTensorType>(weight.getType());
+                  SmallVector<OpFoldResult> offs(wType.getRank(),
+                                                 b.getIndexAttr(0));
+                  offs[0] = e;
+                  SmallVector<OpFoldResult> szs =
+                      tensor::getMixedSizes(b, b.getLoc(), weight);
+                  szs[0] = b.getIndexAttr(1);
+                  SmallVector<OpFoldResult> strides(wType.getRank(),
+                                                    b.getIndexAttr(1));
+                  Value slice = tensor::ExtractSliceOp::create(
+                      b, cast<RankedTensorType>(arg.getType()), weight, offs,
+                      szs, strides);
+                  mapping.map(arg, slice);
+                }
+                for (Operation &nested : body.without_terminator())
+                  b.clone(nested, mapping);
+                Value yielded = mapping.lookupOrDefault(
+                    body.getTerminator()->getOperand(0));
+                Value inserted = tensor::InsertSliceOp::create(
+                    b, yielded, carried[0],
+                    ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+                    ArrayRef<OpFoldResult>{n, width},
+                    ArrayRef<OpFoldResult>{b.getIndexAttr(1),
+                                           b.getIndexAttr(1)});
+                return {inserted};
+              })[0];
+  if (result.getType() != resultType)
+    result = tensor::CastOp::create(b, resultType, result);
+  return result;
+}
+
+//===----------------------------------------------------------------------===//
+// Statistics
+//===----------------------------------------------------------------------===//
+
+Value scalarResult(ImplicitLocOpBuilder &b, Value scalar, Type tensorType) {
+  Emitter em(b);
+  Value buffer = em.alloc({}, b.getF32Type(), {});
+  em.store(scalar, buffer, {});
+  return toTensor(b, buffer, tensorType);
+}
+
+Value lowerAuxLoss(ImplicitLocOpBuilder &b, AuxLossOp op) {
+  Emitter em(b);
+  Value zero = em.idx(0), one = em.idx(1);
+  Value probs = toBuffer(b, op.getProbs());
+  Value indices = toBuffer(b, op.getIndices());
+  Value groups = op.getGroups() ? toBuffer(b, op.getGroups()) : Value();
+  Value numTokens = em.dim(probs, 0);
+  Value E = em.dim(probs, 1);
+  Value slots = em.dim(indices, 1);
+  Value counts = em.alloc({ShapedType::kDynamic}, b.getF32Type(), {E});
+  Value mass = em.alloc({ShapedType::kDynamic}, b.getF32Type(), {E});
+  Value numGroups = groups ? em.sub(em.dim(groups, 0), one) : one;
+  SmallVector<Value> total = em.loop(
+      zero, numGroups, ValueRange{em.f32(0.0), em.f32(0.0)},
+      [&](Value g, ValueRange c) -> SmallVector<Value> {
+        Value begin = zero, end = numTokens;
+        if (groups) {
+          begin = em.clampIndex(em.load(groups, {g}), zero, numTokens);
+          end = em.clampIndex(em.load(groups, {em.add(g, one)}), begin,
+                              numTokens);
+        }
+        em.fill(counts, em.f32(0.0));
+        em.fill(mass, em.f32(0.0));
+        em.loop(begin, end, [&](Value t) {
+          em.loop(zero, E, [&](Value e) {
+            em.store(em.add(em.load(mass, {e}), em.loadF(probs, {t, e})), mass,
+                     {e});
+          });
+          em.loop(zero, slots, [&](Value j) {
+            Value e = em.load(indices, {t, j});
+            em.ifThen(em.inRange(e, zero, E), [&] {
+              Value ei = em.toIndex(e);
+              em.store(em.add(em.load(counts, {ei}), em.f32(1.0)), counts,
+                       {ei});
+            });
+          });
+        });
+        Value n = arith::UIToFPOp::create(b, b.getF32Type(),
+                                          em.toI64(em.sub(end, begin)));
+        Value dot = em.loop(zero, E, ValueRange{em.f32(0.0)},
+                            [&](Value e, ValueRange cc) -> SmallVector<Value> {
+                              Value f = em.load(counts, {e});
+                              Value p = em.load(mass, {e});
+                              return {em.add(cc[0], em.mul(f, p))};
+                            })[0];
+        Value numE =
+            arith::UIToFPOp::create(b, b.getF32Type(), em.toI64(E));
+        Value loss = em.div(em.mul(numE, dot), em.mul(n, n));
+        Value nonEmpty = em.gt(end, begin);
+        return {em.select(nonEmpty, em.add(c[0], loss), c[0]),
+                em.select(nonEmpty, em.add(c[1], em.f32(1.0)), c[1])};
+      });
+  Value mean = em.select(em.gt(total[1], em.f32(0.0)),
+                         em.div(total[0], total[1]), em.f32(0.0));
+  return scalarResult(b, mean, op.getType());
+}
+
+Value lowerZLoss(ImplicitLocOpBuilder &b, ZLossOp op) {
+  Emitter em(b);
+  Value zero = em.idx(0);
+  Value logits = toBuffer(b, op.getLogits());
+  Value numTokens = em.dim(logits, 0);
+  Value numCols = em.dim(logits, 1);
+  Value sum = em.loop(
+      zero, numTokens, ValueRange{em.f32(0.0)},
+      [&](Value t, ValueRange c) -> SmallVector<Value> {
+        Value maxv = em.loop(zero, numCols, ValueRange{em.f32(-INFINITY)},
+                             [&](Value e, ValueRange cc) -> SmallVector<Value> {
+                               Value l =
+                                   em.sanitize(em.loadF(logits, {t, e}));
+                               return {em.select(em.gt(l, cc[0]), l, cc[0])};
+                             })[0];
+        Value finite = em.cmpf(arith::CmpFPredicate::ONE, maxv,
+                               em.f32(-INFINITY));
+        maxv = em.select(finite, maxv, em.f32(0.0));
+        Value s = em.loop(zero, numCols, ValueRange{em.f32(0.0)},
+                          [&](Value e, ValueRange cc) -> SmallVector<Value> {
+                            Value l = em.sanitize(em.loadF(logits, {t, e}));
+                            return {em.add(cc[0], em.exp(em.sub(l, maxv)))};
+                          })[0];
+        Value lse = em.add(maxv, em.log(s));
+        return {em.add(c[0], em.mul(lse, lse))};
+      })[0];
+  Value n = arith::UIToFPOp::create(b, b.getF32Type(), em.toI64(numTokens));
+  Value mean = em.select(em.gt(numTokens, zero), em.div(sum, n), em.f32(0.0));
+  return scalarResult(b, mean, op.getType());
+}
+
+Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0);
+  Value indices = toBuffer(b, op.getIndices());
+  Value E = em.idx(resultType.getDimSize(0));
+  Value load = em.allocLike(resultType, {});
+  em.fill(load, em.i32(0));
+  em.loop(zero, em.dim(indices, 0), [&](Value t) {
+    em.loop(zero, em.dim(indices, 1), [&](Value j) {
+      Value e = em.load(indices, {t, j});
+      em.ifThen(em.inRange(e, zero, E), [&] {
+        Value ei = em.toIndex(e);
+        em.store(em.add(em.load(load, {ei}), em.i32(1)), load, {ei});
+      });
+    });
+  });
+  return toTensor(b, load, resultType);
+}
+
+//===----------------------------------------------------------------------===//
+// The pass
+//===----------------------------------------------------------------------===//
+
+LogicalResult lowerOne(IRRewriter &rewriter, Operation *op) {
+  ImplicitLocOpBuilder b(op->getLoc(), rewriter);
+  b.setInsertionPoint(op);
+  SmallVector<Value> results;
+  LogicalResult status = success();
+  TypeSwitch<Operation *>(op)
+      .Case([&](GateOp gate) { results.push_back(lowerGate(b, gate)); })
+      .Case([&](RouteOp route) { status = lowerRoute(b, route, results); })
+      .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
+      .Case([&](GroupedMatmulOp matmul) {
+        results.push_back(lowerGroupedMatmul(b, matmul));
+      })
+      .Case([&](CombineOp combine) {
+        results.push_back(lowerCombine(b, combine));
+      })
+      .Case([&](ExpertsOp experts) {
+        results.push_back(lowerExperts(b, experts));
+      })
+      .Case([&](AuxLossOp aux) { results.push_back(lowerAuxLoss(b, aux)); })
+      .Case([&](ZLossOp z) { results.push_back(lowerZLoss(b, z)); })
+      .Case([&](ExpertLoadOp load) {
+        results.push_back(lowerExpertLoad(b, load));
+      })
+      .Default([&](Operation *other) {
+        status = other->emitOpError("has no CPU lowering");
+      });
+  if (failed(status))
+    return failure();
+  rewriter.replaceOp(op, results);
+  return success();
+}
+
+struct MoELowerToLoopsPass
+    : public mlir::moe::impl::MoELowerToLoopsBase<MoELowerToLoopsPass> {
+  void runOnOperation() override {
+    Operation *root = getOperation();
+    IRRewriter rewriter(&getContext());
+    // Region ops first (their bodies may hold moe ops), then the rest.
+    SmallVector<Operation *> regionOps, ops;
+    root->walk([&](Operation *op) {
+      if (isa<ExpertsOp>(op))
+        regionOps.push_back(op);
+    });
+    for (Operation *op : regionOps)
+      if (failed(lowerOne(rewriter, op)))
+        return signalPassFailure();
+    root->walk([&](Operation *op) {
+      if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
+        ops.push_back(op);
+    });
+    for (Operation *op : ops) {
+      if (isa<LayerOp>(op)) {
+        op->emitOpError("must be expanded first (run --moe-expand-layer)");
+        return signalPassFailure();
+      }
+      if (failed(lowerOne(rewriter, op)))
+        return signalPassFailure();
+    }
+  }
+};
+
+} // namespace

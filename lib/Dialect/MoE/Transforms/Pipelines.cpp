@@ -1,0 +1,43 @@
+//===- Pipelines.cpp - Named pass pipelines of moe-mlir -------------------===//
+
+#include "moe/Dialect/MoE/Transforms/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+
+using namespace mlir;
+
+llvm::StringRef mlir::moe::getMoECPUPipeline() {
+  // Pass names are given bare: the manager this is parsed into is already
+  // anchored on builtin.module.
+  return "moe-expand-layer,"
+         "moe-lower-to-loops,"
+         "canonicalize,cse,"
+         "one-shot-bufferize{bufferize-function-boundaries "
+         "function-boundary-type-conversion=identity-layout-map},"
+         "buffer-deallocation-pipeline,"
+         "convert-linalg-to-loops,"
+         "convert-scf-to-cf,"
+         "expand-strided-metadata,"
+         "lower-affine,"
+         "convert-math-to-llvm,"
+         "convert-math-to-libm,"
+         "finalize-memref-to-llvm,"
+         "convert-to-llvm,"
+         "reconcile-unrealized-casts";
+}
+
+LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm) {
+  return parsePassPipeline(getMoECPUPipeline(), pm, llvm::errs());
+}
+
+void mlir::moe::registerMoEPipelines() {
+  PassPipelineRegistration<>(
+      "moe-cpu-pipeline",
+      "Lower moe IR on tensors to the LLVM dialect for the CPU "
+      "(expand, lower to loops, bufferize, convert to LLVM)",
+      [](OpPassManager &pm) {
+        if (failed(buildMoECPUPipeline(pm)))
+          llvm::report_fatal_error("invalid built-in moe-cpu-pipeline");
+      });
+}
