@@ -1,11 +1,14 @@
 # moe-mlir: the user's entry point.
-#   make run   set up, build, and run the main job on the default example
+#   make run   set up, build, then import, compile, run and check the default
+#              example model (EXAMPLE_MODEL), printing the expert load
 #   make test  set up, build, and run every test suite
 #   make docs  refresh the committed reference docs from ODS
 
 BUILD ?= build
 LLVM_PREFIX ?= /usr/lib/llvm-22
-EXAMPLE ?= examples/mixtral_layer.mlir
+# The default example: a two-layer Mixtral-style model (Hugging Face layout)
+# with its expected outputs.
+EXAMPLE_MODEL ?= testdata/golden/mixtral_t33_2layers
 CMAKE_FLAGS ?=
 
 .PHONY: all setup configure build run test docs clean
@@ -30,7 +33,7 @@ build: configure
 	cmake --build $(BUILD)
 
 run: build
-	$(BUILD)/bin/moe-opt --moe-expand-layer $(EXAMPLE)
+	$(BUILD)/bin/moe-run --model $(EXAMPLE_MODEL) --check $(EXAMPLE_MODEL)/io.safetensors
 
 test: build
 	@scripts/run-tests.sh $(BUILD)

@@ -2,6 +2,7 @@
 # Lit configuration of the moe-mlir regression tests.
 
 import os
+import shutil
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -23,5 +24,17 @@ llvm_config.use_default_substitutions()
 
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 tool_dirs = [config.moe_tools_dir, config.llvm_tools_dir]
-tools = [ToolSubst("moe-opt", unresolved="fatal")]
+tools = [
+    ToolSubst("moe-opt", unresolved="fatal"),
+    ToolSubst("moe-run", unresolved="fatal"),
+    ToolSubst("moe-compile", unresolved="fatal"),
+    ToolSubst("moe-difftest", unresolved="fatal"),
+]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
+
+# A C compiler driver for the tests that build C programs against the
+# headers moe-compile generates.
+c_compiler = shutil.which("clang-22") or shutil.which("cc")
+if c_compiler:
+    config.available_features.add("c-compiler")
+    config.substitutions.append(("%cc", c_compiler))

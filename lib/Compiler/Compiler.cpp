@@ -80,9 +80,12 @@ public:
     b.setInsertionPointToStart(entry);
     Value weights = entry->getArgument(0), batch = entry->getArgument(1),
           out = entry->getArgument(2);
+    // The weights, the batch and (for the route entry) the routing table
+    // are dereferenced unconditionally; `y` only when there are tokens.
     nullBad = isNull(weights);
     nullBad = orI(nullBad, isNull(batch));
-    nullBad = orI(nullBad, isNull(out));
+    if (routeEntry)
+      nullBad = orI(nullBad, isNull(out));
     shapeBad = constI1(false);
     // Nothing is loaded through a null batch: the loads below run only in
     // the `call` block, after the checks.
@@ -135,12 +138,16 @@ public:
         expand(out, arg, some, operands);
         break;
       case ArgSource::Routing:
-        expand(loadField(out, arg.field, ptr), arg, constI1(true), operands);
+        // Per-token arrays may be null when there are no tokens.
+        expand(loadField(out, arg.field, ptr), arg,
+               arg.shape.empty() || arg.shape[0].kind != DimSpec::Tokens
+                   ? constI1(true)
+                   : some,
+               operands);
         break;
       }
     }
     (void)abi;
-    (void)routeEntry;
     Value status =
         select(nullBad, constI32(StatusNullPointer),
                select(shapeBad, constI32(StatusBadShape), constI32(0)));

@@ -6,8 +6,8 @@
 //
 //   1. logits   = x . gate^T (+ gate bias)                    (moe.gate)
 //   2. routing  = the policy of spec.router                    (moe.route)
-//   3. capacity = which slots are computed, passed through or
-//                 dropped, and where rerouted slots go         (moe.dispatch_plan)
+//   3. capacity = which slots are computed, passed through or dropped,
+//                 and where rerouted slots go           (moe.dispatch_plan)
 //   4. output   = sum of weighted expert outputs + shared expert
 //   5. losses   = aux loss, z loss, expert load
 //
@@ -139,8 +139,7 @@ double logSumExp(const std::vector<double> &values) {
 /// One FFN: y = w2 . act(w1 . x). `w1` is [2F, d] (gate rows, then up rows)
 /// for SiluGlu and [F, d] otherwise; `w2` is [d, F]. Row-major, [out, in].
 std::vector<double> ffn(ExpertActivation activation, const float *w1,
-                        const float *w2, int64_t d, int64_t f,
-                        const float *x) {
+                        const float *w2, int64_t d, int64_t f, const float *x) {
   std::vector<double> hidden(f);
   for (int64_t i = 0; i < f; ++i) {
     double z = dot(w1 + i * d, x, d);
@@ -324,8 +323,8 @@ void routeTopK(const LayerSpec &spec, const LayerWeights &w,
       std::vector<int64_t> groups =
           rankDescending(groupScores, iota(router.nGroup));
       for (int64_t i = 0; i < router.topkGroup; ++i)
-        for (int64_t e = groups[i] * groupSize;
-             e < (groups[i] + 1) * groupSize; ++e)
+        for (int64_t e = groups[i] * groupSize; e < (groups[i] + 1) * groupSize;
+             ++e)
           eligible.push_back(e);
       for (int64_t c = numExperts; c < numColumns; ++c)
         eligible.push_back(c);
@@ -384,8 +383,8 @@ void routeTopP(const LayerSpec &spec, const Logits &logits, Result &result) {
 void routeExpertChoice(const LayerSpec &spec, const Logits &logits,
                        Result &result) {
   int64_t numTokens = logits.numTokens, numExperts = spec.numExperts;
-  double exact = static_cast<double>(numTokens) *
-                 spec.router.capacityFactor / static_cast<double>(numExperts);
+  double exact = static_cast<double>(numTokens) * spec.router.capacityFactor /
+                 static_cast<double>(numExperts);
   int64_t capacity = static_cast<int64_t>(std::ceil(exact - 1e-9));
   capacity = std::max<int64_t>(0, std::min(capacity, numTokens));
 
@@ -435,8 +434,7 @@ std::vector<int64_t> solveAssignment(const std::vector<double> &cost,
       for (int64_t c = 1; c <= numCols; ++c) {
         if (used[c])
           continue;
-        double reduced =
-            cost[(row0 - 1) * numCols + (c - 1)] - u[row0] - v[c];
+        double reduced = cost[(row0 - 1) * numCols + (c - 1)] - u[row0] - v[c];
         if (reduced < minValue[c]) {
           minValue[c] = reduced;
           way[c] = col0;
@@ -494,8 +492,8 @@ void routeBalanced(const LayerSpec &spec, const Logits &logits,
     for (int64_t c = 0; c < numSlotCols; ++c) {
       double value = logits.at(t, c / cap);
       cost[t * numSlotCols + c] = std::isfinite(value) ? -value
-                                  : value > 0      ? -big
-                                                   : big;
+                                  : value > 0          ? -big
+                                                       : big;
     }
   std::vector<int64_t> slotOf = solveAssignment(cost, numTokens, numSlotCols);
   for (int64_t t = 0; t < numTokens; ++t) {
@@ -513,8 +511,7 @@ enum class SlotFate { Compute, Nothing, Passthrough };
 /// Decides the fate of every slot and, under reroute, moves overflowing
 /// slots (rewriting `result.indices`). `scores` ranks reroute targets
 /// (null for hash: all targets tie, so the lowest free index wins).
-std::vector<SlotFate> applyCapacity(const LayerSpec &spec,
-                                    const Logits *scores,
+std::vector<SlotFate> applyCapacity(const LayerSpec &spec, const Logits *scores,
                                     const std::vector<int64_t> &groups,
                                     int64_t numTokens, Result &result) {
   int64_t numExperts = spec.numExperts, numSlots = spec.numSlots();
@@ -537,7 +534,8 @@ std::vector<SlotFate> applyCapacity(const LayerSpec &spec,
       double balanced = static_cast<double>(end - begin) *
                         static_cast<double>(numSlots) /
                         static_cast<double>(numExperts);
-      limit = static_cast<int64_t>(std::ceil(capacity.factor * balanced - 1e-9));
+      limit =
+          static_cast<int64_t>(std::ceil(capacity.factor * balanced - 1e-9));
     }
     std::vector<int64_t> served(numExperts, 0);
     for (int64_t t = begin; t < end; ++t) {
@@ -562,15 +560,14 @@ std::vector<SlotFate> applyCapacity(const LayerSpec &spec,
           fates[s] = SlotFate::Passthrough;
           break;
         case Overflow::Reroute: {
+          auto scoreOf = [&](int64_t e) {
+            return scores ? scores->at(t, e) : 0.0;
+          };
           int64_t best = -1;
           for (int64_t e = 0; e < numExperts; ++e) {
             if (taken.count(e) || served[e] >= limit)
               continue;
-            double score = scores ? scores->at(t, e) : 0.0;
-            double bestScore = best < 0 ? 0.0
-                               : scores ? scores->at(t, best)
-                                        : 0.0;
-            if (best < 0 || ranksBefore(score, e, bestScore, best))
+            if (best < 0 || ranksBefore(scoreOf(e), e, scoreOf(best), best))
               best = e;
           }
           if (best < 0) {
@@ -615,13 +612,13 @@ double auxLoss(const LayerSpec &spec, const Logits &logits,
                const std::vector<int64_t> &groups) {
   int64_t numExperts = spec.numExperts, numSlots = spec.numSlots();
   size_t numGroups = groups.size() - 1;
-  if (numGroups == 0)
-    return 0.0;
   double total = 0.0;
+  size_t nonEmpty = 0;
   for (size_t g = 0; g < numGroups; ++g) {
     int64_t begin = groups[g], end = groups[g + 1];
     if (end == begin)
-      continue; // An empty group contributes 0.
+      continue; // An empty group has no tokens to balance: not averaged.
+    ++nonEmpty;
     std::vector<double> meanProb(numExperts, 0.0), fraction(numExperts, 0.0);
     for (int64_t t = begin; t < end; ++t) {
       std::vector<double> probs = softmax(logits.row(t));
@@ -639,7 +636,7 @@ double auxLoss(const LayerSpec &spec, const Logits &logits,
       sum += (fraction[e] / count) * (meanProb[e] / count);
     total += static_cast<double>(numExperts) * sum;
   }
-  return total / static_cast<double>(numGroups);
+  return nonEmpty ? total / static_cast<double>(nonEmpty) : 0.0;
 }
 
 /// mean_t logsumexp(logits[t, :])^2 over all columns.
@@ -685,10 +682,15 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
     logits.values.resize(numTokens * numColumns);
     for (int64_t t = 0; t < numTokens; ++t) {
       for (int64_t c = 0; c < numColumns; ++c) {
-        double value = dot(inputs.x + t * d, w.gate.data() + c * d, d);
-        if (spec.gateBias)
-          value += w.gateBias[c];
-        float rounded = static_cast<float>(value);
+        float rounded;
+        if (inputs.logits) {
+          rounded = inputs.logits[t * numColumns + c];
+        } else {
+          double value = dot(inputs.x + t * d, w.gate.data() + c * d, d);
+          if (spec.gateBias)
+            value += w.gateBias[c];
+          rounded = static_cast<float>(value);
+        }
         result.logits[t * numColumns + c] = rounded;
         if (std::isnan(rounded))
           result.sawNaN = true;
@@ -722,8 +724,8 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
 
   // 3. Capacity, overflow and the rows of the dispatch plan.
   std::vector<int64_t> groups = capacityGroups(spec, inputs);
-  std::vector<SlotFate> fates = applyCapacity(
-      spec, isHash ? nullptr : &logits, groups, numTokens, result);
+  std::vector<SlotFate> fates = applyCapacity(spec, isHash ? nullptr : &logits,
+                                              groups, numTokens, result);
   assignRows(spec, fates, result);
 
   // 4. Output: routed slots in slot order, then the shared expert.
@@ -749,8 +751,8 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
     if (spec.sharedFfn > 0) {
       std::vector<double> y = ffn(spec.activation, w.sharedW1.data(),
                                   w.sharedW2.data(), d, spec.sharedFfn, x);
-      double gate = spec.sharedGate ? sigmoid(dot(x, w.sharedGate.data(), d))
-                                    : 1.0;
+      double gate =
+          spec.sharedGate ? sigmoid(dot(x, w.sharedGate.data(), d)) : 1.0;
       for (int64_t i = 0; i < d; ++i)
         out[i] += gate * y[i];
     }

@@ -1,4 +1,4 @@
-//===- ReferenceTest.cpp - the naive reference MoE block -------------------===//
+//===- ReferenceTest.cpp - the naive reference MoE block ------------------===//
 //
 // Two kinds of tests:
 //  - golden vectors (testdata/golden): each layer is packed by hand here from
@@ -50,8 +50,8 @@ void expectAllClose(const std::vector<float> &actual,
     if (isClose(actual[i], expected[i], rtol, atol))
       continue;
     if (++mismatches <= 5)
-      ADD_FAILURE() << what << "[" << i << "] = " << actual[i]
-                    << ", expected " << expected[i];
+      ADD_FAILURE() << what << "[" << i << "] = " << actual[i] << ", expected "
+                    << expected[i];
   }
   EXPECT_EQ(mismatches, 0) << what << ": elements out of tolerance";
 }
@@ -216,8 +216,8 @@ void checkGoldenLayer(const SafeTensorsFile &io, int64_t layer,
           ASSERT_TRUE(actual.count(expert))
               << "token " << t << " misses expert " << expert;
           EXPECT_TRUE(isClose(actual[expert], weight))
-              << "token " << t << " expert " << expert << ": "
-              << actual[expert] << " vs " << weight;
+              << "token " << t << " expert " << expert << ": " << actual[expert]
+              << " vs " << weight;
         }
       }
     }
@@ -490,8 +490,7 @@ struct IdentityLayer {
     return matrix;
   }
 
-  ref::Result run(const std::vector<float> &x,
-                  std::vector<int32_t> groups = {},
+  ref::Result run(const std::vector<float> &x, std::vector<int32_t> groups = {},
                   const std::vector<int64_t> *tokenIds = nullptr) const {
     ref::Inputs inputs;
     inputs.x = x.data();
@@ -566,7 +565,8 @@ TEST(ReferenceTopK, TiesPreferLowerIndex) {
   choice.family = RouterFamily::ExpertChoice;
   choice.k = 0;
   choice.capacityFactor = 1.0; // C = 4 * 1 / 2 = 2
-  ref::Result result = IdentityLayer(2, 0, choice).run({0, 0, 0, 0, 0, 0, 0, 0});
+  ref::Result result =
+      IdentityLayer(2, 0, choice).run({0, 0, 0, 0, 0, 0, 0, 0});
   EXPECT_EQ(result.indices, (std::vector<int32_t>{0, 1, 0, 1, -1, -1, -1, -1}));
 }
 
@@ -661,8 +661,7 @@ TEST(ReferenceTopK, NullExpertsComputeNothing) {
   // picks null expert 2, slot 1 routed expert 0.
   std::vector<float> x = {1, 0.5f, 3, 0.2f};
   double z = std::exp(1.0) + std::exp(0.5) + std::exp(3.0) + std::exp(0.2);
-  RouterSpec router =
-      withCapacity(topK(2), /*absolute=*/1, Overflow::Drop);
+  RouterSpec router = withCapacity(topK(2), /*absolute=*/1, Overflow::Drop);
   ref::Result result = IdentityLayer(2, 2, router).run(x);
   EXPECT_EQ(result.indices, (std::vector<int32_t>{2, 0}));
   EXPECT_NEAR(result.weights[0], std::exp(3.0) / z, 1e-6);
@@ -725,8 +724,7 @@ TEST(ReferenceExpertChoice, ExpertsTakeTheirBestTokens) {
   router.capacityFactor = 1.0;
   std::vector<float> x = {2, 0, 0, 2, 1, 1, 1, 1};
   ref::Result result = IdentityLayer(2, 0, router).run(x);
-  EXPECT_EQ(result.indices,
-            (std::vector<int32_t>{0, -1, -1, 1, 0, 1, -1, -1}));
+  EXPECT_EQ(result.indices, (std::vector<int32_t>{0, -1, -1, 1, 0, 1, -1, -1}));
   EXPECT_NEAR(result.weights[0], sigmoidOf(2.0), 1e-6);
   EXPECT_EQ(result.weights[1], 0.0f);
   EXPECT_NEAR(result.weights[4], 0.5, 1e-6);
@@ -850,9 +848,7 @@ TEST(ReferenceBalanced, MatchesBruteForce) {
 
 // Capacity cases: two experts, k = 1, capacity 2, one batch group. Tokens
 // choose e0, e0, e1, e0, e1; token 3 finds e0 full.
-std::vector<float> capacityTokens() {
-  return {2, 0, 2, 0, 0, 2, 2, 1, 1, 2};
-}
+std::vector<float> capacityTokens() { return {2, 0, 2, 0, 0, 2, 2, 1, 1, 2}; }
 
 TEST(ReferenceCapacity, DropGivesNoRow) {
   ref::Result result =
@@ -904,16 +900,16 @@ TEST(ReferenceCapacity, RerouteMovesToTheNextBestExpertWithRoom) {
   // its slot 1 (e1 full) has nowhere to go: e0 and e1 are its own choices
   // and e2 now holds its other slot.
   x = {3, 2, 1, 3, 2, 1};
-  result = IdentityLayer(3, 0, withCapacity(topK(2), 1, Overflow::Reroute))
-               .run(x);
+  result =
+      IdentityLayer(3, 0, withCapacity(topK(2), 1, Overflow::Reroute)).run(x);
   EXPECT_EQ(result.indices, (std::vector<int32_t>{0, 1, 2, 1}));
   EXPECT_EQ(result.rows, (std::vector<int32_t>{0, 1, 2, -1}));
 
   // Targets rank by logit, not by index: three experts, capacity 1; t1
   // overflows e0 and moves to e2 (logit 2) rather than e1 (logit 1).
   x = {3, 0, 1, 3, 1, 2};
-  result = IdentityLayer(3, 0, withCapacity(topK(1), 1, Overflow::Reroute))
-               .run(x);
+  result =
+      IdentityLayer(3, 0, withCapacity(topK(1), 1, Overflow::Reroute)).run(x);
   EXPECT_EQ(result.indices, (std::vector<int32_t>{0, 2}));
 
   // A target is never one of the token's own later choices, even with room.
@@ -921,8 +917,8 @@ TEST(ReferenceCapacity, RerouteMovesToTheNextBestExpertWithRoom) {
   // slot 0 overflows; e2 ranks next by logit and still has room, but it is
   // t1's own slot-1 choice, so the slot goes to e3.
   x = {4, 3, 0, 0, 3, 0, 2, 1};
-  result = IdentityLayer(4, 0, withCapacity(topK(2), 1, Overflow::Reroute))
-               .run(x);
+  result =
+      IdentityLayer(4, 0, withCapacity(topK(2), 1, Overflow::Reroute)).run(x);
   EXPECT_EQ(result.routeIndices, (std::vector<int32_t>{0, 1, 0, 2}));
   EXPECT_EQ(result.indices, (std::vector<int32_t>{0, 1, 3, 2}));
   EXPECT_EQ(result.rows, (std::vector<int32_t>{0, 1, 3, 2}));
@@ -952,8 +948,8 @@ TEST(ReferenceCapacity, FactorRoundsNearIntegersDown) {
 
 TEST(ReferenceCapacity, SequenceGroupsCountSeparately) {
   // Six tokens all choosing e0, sequences of 3, capacity 2 per sequence.
-  RouterSpec router = withCapacity(topK(1), 2, Overflow::Drop,
-                                   CapacityGroupKind::Sequence);
+  RouterSpec router =
+      withCapacity(topK(1), 2, Overflow::Drop, CapacityGroupKind::Sequence);
   IdentityLayer layer(2, 0, router);
   layer.spec.sequenceLength = 3;
   std::vector<float> x(6 * 2, 0.0f);
@@ -974,11 +970,10 @@ TEST(ReferenceCapacity, RequestGroupsIsolateRequests) {
   std::vector<float> batch = requestB;
   append(batch, requestA);
 
-  RouterSpec perRequest = withCapacity(topK(1), 2, Overflow::Drop,
-                                       CapacityGroupKind::Request);
+  RouterSpec perRequest =
+      withCapacity(topK(1), 2, Overflow::Drop, CapacityGroupKind::Request);
   ref::Result alone = IdentityLayer(2, 0, perRequest).run(requestA, {0, 2});
-  ref::Result together =
-      IdentityLayer(2, 0, perRequest).run(batch, {0, 3, 5});
+  ref::Result together = IdentityLayer(2, 0, perRequest).run(batch, {0, 3, 5});
   std::vector<float> aTogether(together.output.begin() + 6,
                                together.output.end());
   EXPECT_EQ(aTogether, alone.output) << "A's output must not depend on B";
@@ -986,8 +981,7 @@ TEST(ReferenceCapacity, RequestGroupsIsolateRequests) {
 
   // With one batch-wide group, B pushes A over capacity.
   ref::Result shared =
-      IdentityLayer(2, 0, withCapacity(topK(1), 2, Overflow::Drop))
-          .run(batch);
+      IdentityLayer(2, 0, withCapacity(topK(1), 2, Overflow::Drop)).run(batch);
   EXPECT_EQ(shared.rows, (std::vector<int32_t>{0, 1, -1, -1, -1}));
   std::vector<float> aShared(shared.output.begin() + 6, shared.output.end());
   EXPECT_NE(aShared, alone.output);
@@ -1004,8 +998,8 @@ TEST(ReferenceLosses, AuxAndZLossByHand) {
   EXPECT_NEAR(batch.zLoss, (lse0 * lse0 + lse1 * lse1) / 2, 1e-5);
 
   // Per sequence (one token each): 2 * s(1) and 2 * s(2), averaged.
-  RouterSpec router = withCapacity(topK(1), 10, Overflow::Drop,
-                                   CapacityGroupKind::Sequence);
+  RouterSpec router =
+      withCapacity(topK(1), 10, Overflow::Drop, CapacityGroupKind::Sequence);
   IdentityLayer layer(2, 0, router);
   layer.spec.sequenceLength = 1;
   ref::Result perSequence = layer.run(x);
@@ -1103,8 +1097,8 @@ TEST(ReferenceEmpty, ZeroTokens) {
   RouterSpec hash;
   hash.family = RouterFamily::Hash;
   hash.k = 0;
-  RouterSpec perRequest = withCapacity(topK(2), 1, Overflow::Reroute,
-                                       CapacityGroupKind::Request);
+  RouterSpec perRequest =
+      withCapacity(topK(2), 1, Overflow::Reroute, CapacityGroupKind::Request);
   for (const RouterSpec &router :
        {topK(2), perRequest, topP, choice, hash, balancedRouter()}) {
     IdentityLayer layer(3, 0, router);

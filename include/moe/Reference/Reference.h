@@ -23,6 +23,11 @@ struct Inputs {
   /// CSR token boundaries of capacity groups of kind `request` (G + 1
   /// entries, 0 .. T). Sequence groups come from spec.sequenceLength.
   std::vector<int32_t> groups;
+  /// Optional [T, E + null] router logits to use instead of x . gate^T (+
+  /// bias). Differential tests pass the compiled logits here so routing is
+  /// compared on identical inputs: f32 vs double dot products differ by
+  /// ~1e-6, enough to flip rare near-ties.
+  const float *logits = nullptr;
 };
 
 struct Result {
@@ -36,7 +41,10 @@ struct Result {
   std::vector<float> weights;   ///< [T, K] route weights (0 for empty)
   std::vector<int32_t> rows;    ///< [T, K]: >= 0 computed, -1 nothing, -2 passthrough
   std::vector<int32_t> load;    ///< [E] slots per expert, before capacity
-  float auxLoss = 0.0f;         ///< on softmax(logits[:, :E]); 0 for hash
+  /// E * sum_e f_e * P_e with P = softmax over all E + null columns, read at
+  /// e < E, and f_e from `routeIndices`; averaged over the capacity groups
+  /// when capacity is enabled (one group otherwise). 0 for hash.
+  float auxLoss = 0.0f;
   float zLoss = 0.0f;           ///< mean logsumexp(logits)^2; 0 for hash
   bool sawNaN = false;          ///< some logit was NaN (treated as -inf)
   /// hash: some token id was outside [0, len(table)) (its slot is -1).

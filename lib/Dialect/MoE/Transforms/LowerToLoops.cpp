@@ -691,10 +691,11 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
         cap = em.i32(*absolute);
       } else {
         double factor = capacity.getFactor().getValueAsDouble();
-        Value scaled = em.div(em.mul(em.mul(em.indexToF64(groupTokens),
-                                            em.indexToF64(slots)),
-                                     em.f64(factor)),
-                              em.f64(numExperts));
+        // In the order of CapacityAttr::computeCapacity: f * (n * K / E).
+        Value balanced = em.div(em.mul(em.indexToF64(groupTokens),
+                                       em.indexToF64(slots)),
+                                em.f64(numExperts));
+        Value scaled = em.mul(em.f64(factor), balanced);
         Value ceil = math::CeilOp::create(b, em.sub(scaled, em.f64(1e-9)));
         cap = arith::FPToSIOp::create(b, i32, ceil);
       }
@@ -1002,6 +1003,7 @@ Value lowerExperts(ImplicitLocOpBuilder &b, ExpertsOp op) {
   Value input = op.getInput();
   Value numRows = tensor::DimOp::create(b, input, 0);
   Value width = em.idx(resultType.getDimSize(1));
+  OpFoldResult widthFold = b.getIndexAttr(resultType.getDimSize(1));
   SmallVector<OpFoldResult> sizes = {numRows, width};
   if (!resultType.isDynamicDim(0))
     sizes[0] = b.getIndexAttr(resultType.getDimSize(0));
@@ -1063,7 +1065,7 @@ Value lowerExperts(ImplicitLocOpBuilder &b, ExpertsOp op) {
                 Value inserted = tensor::InsertSliceOp::create(
                     b, yielded, carried[0],
                     ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-                    ArrayRef<OpFoldResult>{n, width},
+                    ArrayRef<OpFoldResult>{n, widthFold},
                     ArrayRef<OpFoldResult>{b.getIndexAttr(1),
                                            b.getIndexAttr(1)});
                 return {inserted};

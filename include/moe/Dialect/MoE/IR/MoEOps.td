@@ -367,7 +367,7 @@ def MoE_AuxLossOp : MoE_Op<"aux_loss", [Pure]> {
     `f_e` sum to `k`), and `P_e` the mean router probability of `e` over the
     tokens. `E` is the number of columns of `probs`; slots outside `[0, E)`
     are not counted. With `groups` (CSR token boundaries) the loss is computed
-    per group and averaged over groups, as the Switch Transformer does per
+    per group and averaged over the non-empty groups, as the Switch Transformer does per
     sequence. An empty token set gives 0.
 
     ```mlir

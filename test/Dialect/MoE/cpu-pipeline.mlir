@@ -1,0 +1,10 @@
+// RUN: moe-opt --moe-cpu-pipeline %moe_src_root/examples/mixtral_layer.mlir | FileCheck %s
+
+// The whole pipeline takes the default example to the LLVM dialect: no moe,
+// tensor, memref, scf or linalg op is left, buffers are freed.
+// CHECK: llvm.func @mixtral_moe(
+// CHECK-NOT: moe.
+// CHECK-NOT: tensor.
+// CHECK-NOT: linalg.
+// CHECK-NOT: scf.
+// CHECK: llvm.call @free

@@ -1,0 +1,86 @@
+// RUN: moe-opt --moe-lower-to-loops --split-input-file --verify-diagnostics %s | FileCheck %s
+
+// The grouped matmul is one GEMM per expert over the subview of its rows.
+// CHECK-LABEL: func.func @grouped_matmul
+// CHECK-NOT: moe.
+// CHECK: bufferization.to_buffer %{{.*}} read_only
+// CHECK: scf.for %[[E:.*]] = %{{.*}} to %c8
+// CHECK:   memref.load %{{.*}}[%[[E]]]
+// CHECK:   scf.if
+// CHECK:     memref.subview
+// CHECK:     memref.subview %{{.*}}[%[[E]], 0, 0] [1, 256, 64] [1, 1, 1] : memref<8x256x64xf32> to memref<256x64xf32, strided<[64, 1], offset: ?>>
+// CHECK:     linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK:     math.exp
+// CHECK: bufferization.to_tensor %{{.*}} restrict writable
+func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,
+                          %offsets: tensor<9xi32>, %perm: tensor<?xi32>) -> tensor<?x128xf32> {
+  %y = moe.grouped_matmul %x, %w, %offsets gather(%perm : tensor<?xi32>) epilogue <silu_glu>
+      : tensor<?x64xf32>, tensor<8x256x64xf32>, tensor<9xi32> -> tensor<?x128xf32>
+  return %y : tensor<?x128xf32>
+}
+
+// -----
+
+// Routing, planning and combining are loop nests over buffers; the gate is
+// a linalg contraction on tensors.
+// CHECK-LABEL: func.func @parts
+// CHECK-NOT: moe.
+// CHECK: linalg.generic
+// CHECK: scf.for
+// CHECK: return
+func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>) {
+  %logits = moe.gate %x, %wg : tensor<?x64xf32>, tensor<8x64xf32> -> tensor<?x8xf32>
+  %idx, %w = moe.route %logits : tensor<?x8xf32> experts 8
+      router <topk, k = 2, softmax, renormalize, capacity = <factor = 1.0, group = batch, overflow = reroute>>
+      -> tensor<?x2xi32>, tensor<?x2xf32>
+  %perm, %offsets, %rows = moe.dispatch_plan %idx scores(%logits : tensor<?x8xf32>) experts 8
+      capacity <factor = 1.0, group = batch, overflow = reroute>
+      : tensor<?x2xi32> -> tensor<?xi32>, tensor<9xi32>, tensor<?x2xi32>
+  %aux = moe.aux_loss %logits, %idx : tensor<?x8xf32>, tensor<?x2xi32> -> tensor<f32>
+  %z = moe.z_loss %logits : tensor<?x8xf32> -> tensor<f32>
+  %load = moe.expert_load %idx : tensor<?x2xi32> -> tensor<8xi32>
+  return %w, %rows, %offsets, %aux, %z, %load : tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>
+}
+
+// -----
+
+// A generic expert body is inlined into a loop over experts.
+// CHECK-LABEL: func.func @experts
+// CHECK-NOT: moe.
+// CHECK: scf.for {{.*}} iter_args
+// CHECK:   tensor.extract_slice
+// CHECK:   linalg.matmul
+// CHECK:   tensor.insert_slice
+func.func @experts(%rows: tensor<?x64xf32>, %offsets: tensor<5xi32>, %w: tensor<4x64x32xf32>) -> tensor<?x32xf32> {
+  %y = moe.experts %rows, %offsets weights(%w : tensor<4x64x32xf32>)
+      : tensor<?x64xf32>, tensor<5xi32> -> tensor<?x32xf32> {
+  ^bb0(%e: index, %x: tensor<?x64xf32>, %we: tensor<64x32xf32>):
+    %c0 = arith.constant 0 : index
+    %n = tensor.dim %x, %c0 : tensor<?x64xf32>
+    %zero = arith.constant 0.0 : f32
+    %init = tensor.empty(%n) : tensor<?x32xf32>
+    %fill = linalg.fill ins(%zero : f32) outs(%init : tensor<?x32xf32>) -> tensor<?x32xf32>
+    %out = linalg.matmul ins(%x, %we : tensor<?x64xf32>, tensor<64x32xf32>) outs(%fill : tensor<?x32xf32>) -> tensor<?x32xf32>
+    moe.yield %out : tensor<?x32xf32>
+  }
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @balanced(%logits: tensor<16x4xf32>) -> tensor<16x1xi32> {
+  // expected-error @+1 {{balanced (BASE) routing has no CPU lowering yet}}
+  %idx, %w = moe.route %logits : tensor<16x4xf32> experts 4 router <balanced>
+      -> tensor<16x1xi32>, tensor<16x1xf32>
+  return %idx : tensor<16x1xi32>
+}
+
+// -----
+
+func.func @layer(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>, %w1: tensor<8x256x64xf32>, %w2: tensor<8x64x128xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{must be expanded first (run --moe-expand-layer)}}
+  %y = moe.layer %x gate(%wg : tensor<8x64xf32>) experts(%w1, %w2 : tensor<8x256x64xf32>, tensor<8x64x128xf32>)
+      router <topk, k = 2, softmax, renormalize> activation <silu_glu>
+      : tensor<?x64xf32> -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

@@ -1,0 +1,114 @@
+/* Calls moe-compile's generated entries from plain C and compares the
+ * result with a golden io.safetensors file.
+ *
+ *   cc -I<dir of layers.h> -DMOE_LAYER=moe_layer0 -DMOE_LAYER_INDEX=0 \
+ *      golden_check.c layers.o -lm -o check && ./check io.safetensors
+ *
+ * The object was built with --embed-weights, so the only inputs are the
+ * hidden states. Prints "layer L: PASS" or the first mismatch. */
+#include "layers.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define STR2(a) #a
+#define STR(a) STR2(a)
+
+/* A minimal safetensors lookup: enough for little-endian F32 tensors of a
+ * well-formed file (the project's C++ reader does the full validation). */
+static const float *find_f32(const unsigned char *file, size_t size,
+                             const char *name, size_t *count) {
+  unsigned long long header = 0;
+  for (int i = 7; i >= 0; --i)
+    header = header * 256 + file[i];
+  if (header + 8 > size)
+    return NULL;
+  char *json = malloc(header + 1);
+  memcpy(json, file + 8, header);
+  json[header] = 0;
+  char key[256];
+  snprintf(key, sizeof key, "\"%s\"", name);
+  char *at = strstr(json, key);
+  const float *data = NULL;
+  if (at) {
+    char *offsets = strstr(at, "\"data_offsets\"");
+    unsigned long long begin = 0, end = 0;
+    if (offsets &&
+        sscanf(strchr(offsets, '[') + 1, "%llu , %llu", &begin, &end) == 2 &&
+        8 + header + end <= size) {
+      data = (const float *)(file + 8 + header + begin);
+      *count = (end - begin) / sizeof(float);
+    }
+  }
+  free(json);
+  return data;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s io.safetensors\n", argv[0]);
+    return 2;
+  }
+  FILE *f = fopen(argv[1], "rb");
+  if (!f)
+    return 2;
+  fseek(f, 0, SEEK_END);
+  size_t size = (size_t)ftell(f);
+  fseek(f, 0, SEEK_SET);
+  unsigned char *file = malloc(size + 16);
+  if (fread(file, 1, size, f) != size)
+    return 2;
+  fclose(f);
+
+  const char *prefix = "layers." STR(MOE_LAYER_INDEX) ".";
+  char name[128];
+  size_t nx = 0, ny = 0;
+  snprintf(name, sizeof name, "%sinput", prefix);
+  /* Copy: the data in the file need not be 4-byte aligned. */
+  const float *xin = find_f32(file, size, name, &nx);
+  snprintf(name, sizeof name, "%soutput", prefix);
+  const float *yref = find_f32(file, size, name, &ny);
+  if (!xin || !yref || nx != ny) {
+    fprintf(stderr, "missing %sinput/output\n", prefix);
+    return 2;
+  }
+  float *x = malloc(nx * sizeof(float)), *want = malloc(ny * sizeof(float));
+  float *y = malloc(ny * sizeof(float));
+  memcpy(x, xin, nx * sizeof(float));
+  memcpy(want, yref, ny * sizeof(float));
+
+  const CAT(MOE_LAYER, _weights) *w = CAT(MOE_LAYER, _embedded_weights)();
+  moe_batch batch = {0};
+  batch.num_tokens = (int64_t)(nx / MOE_HIDDEN);
+  batch.x = x;
+  int32_t status = MOE_LAYER(w, &batch, y);
+  if (status != MOE_STATUS_OK) {
+    printf("layer %d: status %d\n", MOE_LAYER_INDEX, status);
+    return 1;
+  }
+  for (size_t i = 0; i < ny; ++i) {
+    if (!(fabsf(y[i] - want[i]) <= 1e-5f + 1e-4f * fabsf(want[i]))) {
+      printf("layer %d: FAIL at %zu: %g vs %g\n", MOE_LAYER_INDEX, i, y[i],
+             want[i]);
+      return 1;
+    }
+  }
+  /* Argument checks: a null batch is an error, not a crash. */
+  if (MOE_LAYER(w, NULL, y) != MOE_ERROR_NULL_POINTER) {
+    printf("layer %d: a null batch was not rejected\n", MOE_LAYER_INDEX);
+    return 1;
+  }
+  batch.num_tokens = -1;
+  if (MOE_LAYER(w, &batch, y) != MOE_ERROR_BAD_SHAPE) {
+    printf("layer %d: a negative token count was not rejected\n",
+           MOE_LAYER_INDEX);
+    return 1;
+  }
+  printf("layer %d: PASS (%lld tokens)\n", MOE_LAYER_INDEX,
+         (long long)(nx / MOE_HIDDEN));
+  return 0;
+}

@@ -1,0 +1,209 @@
+//===- moe-compile.cpp - Ahead-of-time compilation of MoE layers ----------===//
+//
+//   moe-compile --model DIR -o layers.o --header layers.h [--layer N]
+//               [--prefix NAME] [--embed-weights] [--target-cpu CPU]
+//
+// Imports the MoE layers of a Hugging Face model and writes one object file
+// with a plain C entry per layer plus the header that declares them
+// (docs/user-guide.md). With --embed-weights the object also holds the
+// weights, returned by NAME_embedded_weights().
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Compiler/Compiler.h"
+#include "moe/Frontend/ModelImport.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/MLIRContext.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <cctype>
+
+using namespace mlir;
+using namespace mlir::moe;
+using namespace mlir::moe::compiler;
+using namespace mlir::moe::frontend;
+namespace cl = llvm::cl;
+
+static cl::OptionCategory category("moe-compile options");
+static cl::opt<std::string> modelDir("model",
+                                     cl::desc("Hugging Face model directory"),
+                                     cl::value_desc("dir"), cl::Required,
+                                     cl::cat(category));
+static cl::opt<std::string> outputObject("o", cl::desc("Output object file"),
+                                         cl::value_desc("file.o"),
+                                         cl::Required, cl::cat(category));
+static cl::opt<std::string> outputHeader("header",
+                                         cl::desc("Output C header"),
+                                         cl::value_desc("file.h"),
+                                         cl::cat(category));
+static cl::opt<int64_t> onlyLayer("layer",
+                                  cl::desc("Only this model layer index"),
+                                  cl::init(-1), cl::cat(category));
+static cl::opt<std::string>
+    prefix("prefix", cl::desc("Symbol prefix of the entries (default moe)"),
+           cl::init("moe"), cl::cat(category));
+static cl::opt<bool>
+    embedWeights("embed-weights",
+                 cl::desc("Store the weights in the object; "
+                          "NAME_embedded_weights() returns them"),
+                 cl::cat(category));
+static cl::opt<std::string> targetCPU("target-cpu",
+                                      cl::desc("native, x86-64-v3, x86-64-v4"),
+                                      cl::init("native"), cl::cat(category));
+
+namespace {
+
+[[noreturn]] void fail(const llvm::Twine &message) {
+  llvm::errs() << "moe-compile: error: " << message << "\n";
+  exit(1);
+}
+
+bool isIdentifier(llvm::StringRef name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
+    return false;
+  return llvm::all_of(name, [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  });
+}
+
+/// Adds constant globals holding `w` and `const NAME_weights
+/// *NAME_embedded_weights(void)` returning a table of their addresses.
+void embedLayerWeights(ModuleOp module, const LayerABI &abi,
+                       const LayerWeights &w) {
+  MLIRContext *ctx = module.getContext();
+  ImplicitLocOpBuilder b(module.getLoc(), ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  auto ptrType = LLVM::LLVMPointerType::get(ctx);
+  SmallVector<std::string> names;
+  for (const EntryArg &field : abi.weights) {
+    std::string name = abi.symbol + "__weight_" + field.name;
+    Attribute value;
+    Type arrayType;
+    if (field.ctype == "int32_t") {
+      ArrayRef<int32_t> data = w.hashTable;
+      auto type = RankedTensorType::get({int64_t(data.size())},
+                                        b.getI32Type());
+      value = DenseElementsAttr::get(type, data);
+      arrayType = LLVM::LLVMArrayType::get(b.getI32Type(), data.size());
+    } else {
+      const std::vector<float> *data =
+          field.name == "gate"             ? &w.gate
+          : field.name == "gate_bias"      ? &w.gateBias
+          : field.name == "selection_bias" ? &w.selectionBias
+          : field.name == "w1"             ? &w.w1
+          : field.name == "w2"             ? &w.w2
+          : field.name == "shared_w1"      ? &w.sharedW1
+          : field.name == "shared_w2"      ? &w.sharedW2
+                                           : &w.sharedGate;
+      auto type = RankedTensorType::get({int64_t(data->size())},
+                                        b.getF32Type());
+      value = DenseElementsAttr::get(type, ArrayRef<float>(*data));
+      arrayType = LLVM::LLVMArrayType::get(b.getF32Type(), data->size());
+    }
+    auto global = LLVM::GlobalOp::create(b, arrayType, /*isConstant=*/true,
+                                         LLVM::Linkage::Internal, name, value);
+    global.setAlignment(64);
+    names.push_back(name);
+  }
+  // The table of pointers, laid out like NAME_weights.
+  auto tableType = LLVM::LLVMArrayType::get(ptrType, names.size());
+  std::string tableName = abi.symbol + "__weights";
+  auto table = LLVM::GlobalOp::create(b, tableType, /*isConstant=*/true,
+                                      LLVM::Linkage::Internal, tableName,
+                                      Attribute());
+  {
+    OpBuilder::InsertionGuard guard(b);
+    Block *init = b.createBlock(&table.getInitializerRegion());
+    b.setInsertionPointToStart(init);
+    Value array = LLVM::UndefOp::create(b, tableType);
+    for (auto [i, name] : llvm::enumerate(names)) {
+      Value address = LLVM::AddressOfOp::create(b, ptrType, name);
+      array = LLVM::InsertValueOp::create(b, array, address,
+                                          ArrayRef<int64_t>{int64_t(i)});
+    }
+    LLVM::ReturnOp::create(b, array);
+  }
+  auto fnType = LLVM::LLVMFunctionType::get(ptrType, {});
+  auto fn = LLVM::LLVMFuncOp::create(b, abi.symbol + "_embedded_weights",
+                                     fnType);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(fn.addEntryBlock(b));
+  Value address = LLVM::AddressOfOp::create(b, ptrType, tableName);
+  LLVM::ReturnOp::create(b, address);
+}
+
+std::string headerGuard(llvm::StringRef path) {
+  std::string guard;
+  for (char c : llvm::sys::path::filename(path))
+    guard += std::isalnum(static_cast<unsigned char>(c))
+                 ? char(std::toupper(static_cast<unsigned char>(c)))
+                 : '_';
+  return guard + "_";
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(category);
+  cl::ParseCommandLineOptions(argc, argv, "moe-mlir ahead-of-time compiler\n");
+  if (!isIdentifier(prefix))
+    fail("--prefix '" + prefix + "' is not a C identifier");
+
+  std::optional<int64_t> layer;
+  if (onlyLayer >= 0)
+    layer = onlyLayer;
+  auto model = importModel(modelDir, layer);
+  if (!model)
+    fail(llvm::toString(model.takeError()));
+  if (model->layers.empty())
+    fail("the model in '" + modelDir + "' has no MoE layer");
+
+  DialectRegistry registry;
+  registerCompilerDialects(registry);
+  MLIRContext context(registry);
+  std::vector<LayerABI> abis;
+  for (const LayerSpec &spec : model->layers)
+    abis.push_back(describeLayer(spec, prefix + "_" + spec.name));
+  OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
+  if (llvm::Error error = lowerToLLVM(*module, abis))
+    fail(llvm::toString(std::move(error)));
+  if (embedWeights)
+    for (auto [abi, weights] : llvm::zip(abis, model->weights))
+      embedLayerWeights(*module, abi, weights);
+
+  CodegenOptions options;
+  options.targetCPU = targetCPU;
+  if (llvm::Error error = emitObjectFile(*module, outputObject, options))
+    fail(llvm::toString(std::move(error)));
+
+  if (!outputHeader.empty()) {
+    std::string text = emitCHeader(abis, headerGuard(outputHeader));
+    if (embedWeights) {
+      std::string decls = "/* Weights stored in the object (--embed-weights). "
+                          "*/\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n";
+      for (const LayerABI &abi : abis)
+        decls += "const " + abi.symbol + "_weights *" + abi.symbol +
+                 "_embedded_weights(void);\n";
+      decls += "#ifdef __cplusplus\n}\n#endif\n\n#endif /* " +
+               headerGuard(outputHeader) + " */\n";
+      size_t end = text.rfind("#endif /*");
+      text = text.substr(0, end) + decls;
+    }
+    std::error_code ec;
+    llvm::ToolOutputFile out(outputHeader, ec, llvm::sys::fs::OF_Text);
+    if (ec)
+      fail("cannot open '" + outputHeader + "': " + ec.message());
+    out.os() << text;
+    out.keep();
+  }
+  return 0;
+}
