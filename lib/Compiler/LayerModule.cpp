@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include "llvm/ADT/StringSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -111,6 +112,59 @@ LayerABI mlir::moe::compiler::describeLayer(const LayerSpec &spec,
   abi.routeArgs = common;
   llvm::append_range(abi.routeArgs, abi.routing);
   return abi;
+}
+
+std::pair<const void *, size_t>
+mlir::moe::compiler::getWeightData(const LayerWeights &w, StringRef name) {
+  if (name == "hash_table")
+    return {w.hashTable.data(), w.hashTable.size()};
+  const std::vector<float> *data = llvm::StringSwitch<const std::vector<float> *>(name)
+                                       .Case("gate", &w.gate)
+                                       .Case("gate_bias", &w.gateBias)
+                                       .Case("selection_bias", &w.selectionBias)
+                                       .Case("w1", &w.w1)
+                                       .Case("w2", &w.w2)
+                                       .Case("shared_w1", &w.sharedW1)
+                                       .Case("shared_w2", &w.sharedW2)
+                                       .Case("shared_gate", &w.sharedGate)
+                                       .Default(nullptr);
+  if (!data)
+    return {nullptr, 0};
+  return {data->data(), data->size()};
+}
+
+std::vector<const void *>
+mlir::moe::compiler::getWeightPointers(const LayerABI &abi,
+                                       const LayerWeights &w) {
+  std::vector<const void *> pointers;
+  for (const EntryArg &field : abi.weights)
+    pointers.push_back(getWeightData(w, field.name).first);
+  return pointers;
+}
+
+RoutingBuffers::RoutingBuffers(const LayerABI &abi, int64_t numTokens) {
+  const LayerSpec &spec = abi.spec;
+  slots = spec.numSlots();
+  indices.resize(numTokens * slots);
+  rows.resize(numTokens * slots);
+  weights.resize(numTokens * slots);
+  load.resize(spec.numExperts);
+  logits.resize(numTokens * spec.routerRows());
+}
+
+std::vector<void *> RoutingBuffers::pointers(const LayerABI &abi) {
+  std::vector<void *> out;
+  for (const EntryArg &field : abi.routing)
+    out.push_back(llvm::StringSwitch<void *>(field.name)
+                      .Case("indices", indices.data())
+                      .Case("weights", weights.data())
+                      .Case("rows", rows.data())
+                      .Case("expert_load", load.data())
+                      .Case("logits", logits.data())
+                      .Case("aux_loss", &auxLoss)
+                      .Case("z_loss", &zLoss)
+                      .Default(nullptr));
+  return out;
 }
 
 //===----------------------------------------------------------------------===//

@@ -85,29 +85,19 @@ void embedLayerWeights(ModuleOp module, const LayerABI &abi,
   SmallVector<std::string> names;
   for (const EntryArg &field : abi.weights) {
     std::string name = abi.symbol + "__weight_" + field.name;
-    Attribute value;
-    Type arrayType;
-    if (field.ctype == "int32_t") {
-      ArrayRef<int32_t> data = w.hashTable;
-      auto type = RankedTensorType::get({int64_t(data.size())},
-                                        b.getI32Type());
-      value = DenseElementsAttr::get(type, data);
-      arrayType = LLVM::LLVMArrayType::get(b.getI32Type(), data.size());
-    } else {
-      const std::vector<float> *data =
-          field.name == "gate"             ? &w.gate
-          : field.name == "gate_bias"      ? &w.gateBias
-          : field.name == "selection_bias" ? &w.selectionBias
-          : field.name == "w1"             ? &w.w1
-          : field.name == "w2"             ? &w.w2
-          : field.name == "shared_w1"      ? &w.sharedW1
-          : field.name == "shared_w2"      ? &w.sharedW2
-                                           : &w.sharedGate;
-      auto type = RankedTensorType::get({int64_t(data->size())},
-                                        b.getF32Type());
-      value = DenseElementsAttr::get(type, ArrayRef<float>(*data));
-      arrayType = LLVM::LLVMArrayType::get(b.getF32Type(), data->size());
-    }
+    auto [data, count] = getWeightData(w, field.name);
+    Type element =
+        field.ctype == "int32_t" ? Type(b.getI32Type()) : b.getF32Type();
+    auto type = RankedTensorType::get({int64_t(count)}, element);
+    Attribute value =
+        field.ctype == "int32_t"
+            ? DenseElementsAttr::get(
+                  type, ArrayRef<int32_t>(static_cast<const int32_t *>(data),
+                                          count))
+            : DenseElementsAttr::get(
+                  type,
+                  ArrayRef<float>(static_cast<const float *>(data), count));
+    Type arrayType = LLVM::LLVMArrayType::get(element, count);
     auto global = LLVM::GlobalOp::create(b, arrayType, /*isConstant=*/true,
                                          LLVM::Linkage::Internal, name, value);
     global.setAlignment(64);

@@ -281,24 +281,6 @@ struct Mismatch {
   }
 };
 
-std::vector<const void *> weightPointers(const LayerABI &abi,
-                                         const LayerWeights &w) {
-  std::map<std::string, const void *> byName = {
-      {"gate", w.gate.data()},
-      {"gate_bias", w.gateBias.data()},
-      {"selection_bias", w.selectionBias.data()},
-      {"hash_table", w.hashTable.data()},
-      {"w1", w.w1.data()},
-      {"w2", w.w2.data()},
-      {"shared_w1", w.sharedW1.data()},
-      {"shared_w2", w.sharedW2.data()},
-      {"shared_gate", w.sharedGate.data()}};
-  std::vector<const void *> pointers;
-  for (const EntryArg &field : abi.weights)
-    pointers.push_back(byName.at(field.name));
-  return pointers;
-}
-
 /// Compiles and checks one case; returns the first mismatch (empty if none).
 std::string runCase(MLIRContext &context, const Case &c) {
   const LayerSpec &spec = c.spec;
@@ -319,23 +301,15 @@ std::string runCase(MLIRContext &context, const Case &c) {
   auto forward = reinterpret_cast<ForwardFn>(*forwardAddr);
   auto route = reinterpret_cast<RouteFn>(*routeAddr);
 
-  int64_t T = c.tokens, K = spec.numSlots();
+  int64_t T = c.tokens;
   MoEBatch batch{T, c.x.data(), c.tokenIds.data(), spec.sequenceLength,
                  c.groups.data(), int64_t(c.groups.size()) - 1};
-  std::vector<const void *> weights = weightPointers(abi, c.weights);
+  std::vector<const void *> weights = getWeightPointers(abi, c.weights);
   std::vector<float> y(T * spec.hidden, NAN);
   int32_t status = forward(weights.data(), &batch, y.data());
-  std::vector<int32_t> indices(T * K), rows(T * K), load(spec.numExperts);
-  std::vector<float> routeWeights(T * K), logits(T * spec.routerRows());
-  float aux = NAN, z = NAN;
-  std::map<std::string, void *> outputs = {
-      {"indices", indices.data()}, {"weights", routeWeights.data()},
-      {"rows", rows.data()},       {"expert_load", load.data()},
-      {"logits", logits.data()},   {"aux_loss", &aux},
-      {"z_loss", &z}};
-  std::vector<void *> routing;
-  for (const EntryArg &field : abi.routing)
-    routing.push_back(outputs.at(field.name));
+  RoutingBuffers out(abi, T);
+  out.auxLoss = out.zLoss = NAN;
+  std::vector<void *> routing = out.pointers(abi);
   int32_t routeStatus = route(weights.data(), &batch, routing.data());
   if (status != 0 || routeStatus != 0)
     return llvm::formatv("status {0} / {1}", status, routeStatus).str();
@@ -349,18 +323,18 @@ std::string runCase(MLIRContext &context, const Case &c) {
   // compiled logits.
   reference::Result own = reference::run(spec, c.weights, inputs);
   Mismatch m;
-  m.close("logits", logits, own.logits);
+  m.close("logits", out.logits, own.logits);
   if (spec.router.family != RouterFamily::Hash)
-    inputs.logits = logits.data();
+    inputs.logits = out.logits.data();
   reference::Result ref = reference::run(spec, c.weights, inputs);
-  m.equal("indices", indices, ref.routeIndices);
-  m.close("weights", routeWeights, ref.weights);
-  m.equal("rows", rows, ref.rows);
-  m.equal("expert_load", load, ref.load);
+  m.equal("indices", out.indices, ref.routeIndices);
+  m.close("weights", out.weights, ref.weights);
+  m.equal("rows", out.rows, ref.rows);
+  m.equal("expert_load", out.load, ref.load);
   m.close("output", y, ref.output);
   if (spec.router.family != RouterFamily::Hash) {
-    m.close("aux_loss", {aux}, {ref.auxLoss});
-    m.close("z_loss", {z}, {ref.zLoss});
+    m.close("aux_loss", {out.auxLoss}, {ref.auxLoss});
+    m.close("z_loss", {out.zLoss}, {ref.zLoss});
   }
   return m.message;
 }

@@ -147,54 +147,6 @@ Entries compile(ModuleOp module, ArrayRef<LayerABI> abis) {
   return entries;
 }
 
-/// Weight pointers in NAME_weights field order.
-std::vector<const void *> weightPointers(const LayerABI &abi,
-                                         const LayerWeights &w) {
-  std::map<std::string, const void *> byName = {
-      {"gate", w.gate.data()},
-      {"gate_bias", w.gateBias.data()},
-      {"selection_bias", w.selectionBias.data()},
-      {"hash_table", w.hashTable.data()},
-      {"w1", w.w1.data()},
-      {"w2", w.w2.data()},
-      {"shared_w1", w.sharedW1.data()},
-      {"shared_w2", w.sharedW2.data()},
-      {"shared_gate", w.sharedGate.data()}};
-  std::vector<const void *> pointers;
-  for (const EntryArg &field : abi.weights)
-    pointers.push_back(byName.at(field.name));
-  return pointers;
-}
-
-/// Routing outputs of one call.
-struct Routing {
-  int64_t slots = 0;
-  std::vector<int32_t> indices, rows, load;
-  std::vector<float> weights, logits;
-  float aux = 0, z = 0;
-
-  Routing(const LayerABI &abi, int64_t tokens) {
-    const LayerSpec &spec = abi.spec;
-    slots = spec.numSlots();
-    indices.resize(tokens * slots);
-    rows.resize(tokens * slots);
-    weights.resize(tokens * slots);
-    load.resize(spec.numExperts);
-    logits.resize(tokens * spec.routerRows());
-  }
-  std::vector<void *> pointers(const LayerABI &abi) {
-    std::map<std::string, void *> byName = {
-        {"indices", indices.data()}, {"weights", weights.data()},
-        {"rows", rows.data()},       {"expert_load", load.data()},
-        {"logits", logits.data()},   {"aux_loss", &aux},
-        {"z_loss", &z}};
-    std::vector<void *> out;
-    for (const EntryArg &field : abi.routing)
-      out.push_back(byName.at(field.name));
-    return out;
-  }
-};
-
 /// Tallies one comparison and prints a line for it.
 struct Checker {
   bool ok = true;
@@ -268,12 +220,12 @@ bool checkLayer(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
     ids = asI64(*t);
     batch.token_ids = ids.data();
   }
-  std::vector<const void *> weights = weightPointers(abi, w);
+  std::vector<const void *> weights = getWeightPointers(abi, w);
   std::vector<float> y(tokens * spec.hidden);
   llvm::outs() << llvm::formatv("layer {0} ({1}): {2} tokens\n",
                                 spec.layerIndex, abi.symbol, tokens);
   int32_t status = forward(weights.data(), &batch, y.data());
-  Routing routing(abi, tokens);
+  RoutingBuffers routing(abi, tokens);
   std::vector<void *> routingPtrs = routing.pointers(abi);
   int32_t routeStatus = route(weights.data(), &batch, routingPtrs.data());
   Checker checker;
@@ -369,9 +321,9 @@ bool checkLayer(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
       checker.values("expert_gates", gotGates, refGates);
   }
   if (const TensorView *t = io.lookup(prefix + "aux_loss"))
-    checker.values("aux_loss", {routing.aux}, asF32(*t));
+    checker.values("aux_loss", {routing.auxLoss}, asF32(*t));
   if (const TensorView *t = io.lookup(prefix + "z_loss"))
-    checker.values("z_loss", {routing.z}, asF32(*t));
+    checker.values("z_loss", {routing.zLoss}, asF32(*t));
   if (status != 0)
     llvm::outs() << "  status " << status << " (warning bits)\n";
   printLoad(routing.load);
@@ -395,7 +347,7 @@ void runRandom(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
   std::vector<int32_t> groups = {0, int32_t(numTokens)};
   batch.group_offsets = groups.data();
   batch.num_groups = 1;
-  std::vector<const void *> weights = weightPointers(abi, w);
+  std::vector<const void *> weights = getWeightPointers(abi, w);
   std::vector<float> y(x.size());
   std::vector<double> times;
   for (unsigned i = 0; i < std::max(1u, unsigned(repeat)); ++i) {
@@ -409,7 +361,7 @@ void runRandom(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
                         .count());
   }
   llvm::sort(times);
-  Routing routing(abi, numTokens);
+  RoutingBuffers routing(abi, numTokens);
   std::vector<void *> routingPtrs = routing.pointers(abi);
   route(weights.data(), &batch, routingPtrs.data());
   llvm::outs() << llvm::formatv(

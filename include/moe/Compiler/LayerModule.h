@@ -76,6 +76,27 @@ OwningOpRef<ModuleOp> buildLayerModule(MLIRContext *ctx,
 std::string emitCHeader(llvm::ArrayRef<LayerABI> layers,
                         llvm::StringRef guard);
 
+/// The array behind weight field `name` ("gate", "w1", ...): its data and
+/// element count (f32, or i32 for "hash_table").
+std::pair<const void *, size_t> getWeightData(const frontend::LayerWeights &w,
+                                              llvm::StringRef name);
+
+/// Weight pointers in NAME_weights field order, for calling an entry.
+std::vector<const void *> getWeightPointers(const LayerABI &abi,
+                                            const frontend::LayerWeights &w);
+
+/// Host buffers for the outputs of NAME_route.
+struct RoutingBuffers {
+  RoutingBuffers(const LayerABI &abi, int64_t numTokens);
+  /// Pointers in NAME_routing field order.
+  std::vector<void *> pointers(const LayerABI &abi);
+
+  int64_t slots = 0;
+  std::vector<int32_t> indices, rows, load;
+  std::vector<float> weights, logits;
+  float auxLoss = 0.0f, zLoss = 0.0f;
+};
+
 /// Status codes returned by the entries (also in the generated header).
 enum Status : int32_t {
   StatusOk = 0,
