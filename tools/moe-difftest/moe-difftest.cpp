@@ -2,7 +2,7 @@
 //
 //   moe-difftest [--configs N] [--seed S] [--verbose]
 //
-// Draws N random MoE layers (every routing family the CPU pipeline lowers,
+// Draws N random MoE layers (every routing family,
 // E 1..64, k 1..E, T including 0 and 1, widths that are not multiples of
 // the vector width, capacities that drop, pass through and reroute, null
 // and shared experts), compiles each through the JIT and compares output,
@@ -84,7 +84,7 @@ public:
     s.numExperts = uniform(1, 64);
     s.activation = static_cast<ExpertActivation>(uniform(0, 2));
     int64_t E = s.numExperts;
-    switch (index % 9) {
+    switch (index % 10) {
     case 0:
       c.policy = "topk-softmax";
       r.k = uniform(1, E);
@@ -143,6 +143,11 @@ public:
       s.hashVocab = uniform(1, 100);
       if (coin(0.3))
         drawCapacity(r.capacity, /*allowReroute=*/false);
+      break;
+    case 9:
+      c.policy = "balanced";
+      r.family = RouterFamily::Balanced;
+      r.nullExperts = coin(0.2) ? uniform(1, 2) : 0;
       break;
     case 8:
       c.policy = "topk-sigmoid";

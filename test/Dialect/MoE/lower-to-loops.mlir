@@ -68,8 +68,13 @@ func.func @experts(%rows: tensor<?x64xf32>, %offsets: tensor<5xi32>, %w: tensor<
 
 // -----
 
+// Balanced assignment: shortest augmenting paths (scf.while) in f64.
+// CHECK-LABEL: func.func @balanced
+// CHECK-NOT: moe.
+// CHECK: memref.alloc({{.*}}) : memref<?xf64>
+// CHECK: scf.while
+// CHECK: arith.negf {{.*}} : f64
 func.func @balanced(%logits: tensor<16x4xf32>) -> tensor<16x1xi32> {
-  // expected-error @+1 {{balanced (BASE) routing has no CPU lowering yet}}
   %idx, %w = moe.route %logits : tensor<16x4xf32> experts 4 router <balanced>
       -> tensor<16x1xi32>, tensor<16x1xf32>
   return %idx : tensor<16x1xi32>

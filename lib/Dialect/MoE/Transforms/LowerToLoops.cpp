@@ -260,6 +260,24 @@ public:
     scf::YieldOp::create(b, elseBody());
     return ifOp.getResult(0);
   }
+  /// `do { carried = body(carried) } while (cond(carried))`: `body`
+  /// returns the next carried values followed by the i1 condition.
+  SmallVector<Value>
+  doWhile(ValueRange inits,
+          function_ref<SmallVector<Value>(ValueRange)> body) {
+    auto whileOp = scf::WhileOp::create(
+        b, inits.getTypes(), inits,
+        [&](OpBuilder &, Location, ValueRange args) {
+          SmallVector<Value> next = body(args);
+          Value cond = next.pop_back_val();
+          scf::ConditionOp::create(b, cond, next);
+        },
+        [&](OpBuilder &, Location, ValueRange args) {
+          scf::YieldOp::create(b, args);
+        });
+    return SmallVector<Value>(whileOp.getResults().begin(),
+                              whileOp.getResults().end());
+  }
   /// Index of the largest `score(i)` over `i` in [lb, ub) with
   /// `eligible(i)`; ties go to the lower index. Returns (-1 as index, -inf)
   /// when nothing is eligible. Scores must already be NaN-free.
@@ -590,6 +608,121 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
   });
 }
 
+/// Balanced assignment (BASE layers): the assignment of tokens to the
+/// E + null columns maximizing the summed logits, each column serving at
+/// most ceil(T / E) tokens, solved exactly as a rectangular assignment
+/// problem (Hungarian method with potentials, one shortest augmenting path
+/// per token) over T rows and (E + null) * ceil(T / E) column slots, in f64.
+/// O(T^2 * columns): the correctness-first lowering; weight =
+/// sigmoid(logit). NaN logits count as -inf; infinite logits are clamped to
+/// +-1e30 so the potentials stay finite.
+void emitBalancedRoute(Emitter &em, Value logits, Value indices,
+                       Value weights, Value numTokens, int64_t numExperts) {
+  ImplicitLocOpBuilder &b = em.b;
+  Type f64 = b.getF64Type();
+  Value zero = em.idx(0), one = em.idx(1);
+  Value numCols = em.dim(logits, 1);
+  em.fill(indices, em.i32(-1));
+  em.fill(weights, em.f32(0.0));
+  Value E = em.idx(numExperts);
+  Value cap = arith::DivUIOp::create(
+      b, em.add(numTokens, em.sub(E, one)), E); // ceil(T / E)
+  Value slots = em.mul(numCols, cap);            // m
+  Value size = em.add(slots, one);               // columns 0..m
+  Value rows = em.add(numTokens, one);           // rows 0..n
+  Value u = em.alloc({ShapedType::kDynamic}, f64, {rows});
+  Value v = em.alloc({ShapedType::kDynamic}, f64, {size});
+  Value minv = em.alloc({ShapedType::kDynamic}, f64, {size});
+  Value p = em.alloc({ShapedType::kDynamic}, b.getIndexType(), {size});
+  Value way = em.alloc({ShapedType::kDynamic}, b.getIndexType(), {size});
+  Value used = em.alloc({ShapedType::kDynamic}, b.getI32Type(), {size});
+  Value inf = em.f64(INFINITY);
+  em.fill(u, em.f64(0.0));
+  em.fill(v, em.f64(0.0));
+  em.fill(p, zero);
+  em.fill(way, zero);
+
+  // cost(i, j) = -logit[i - 1, (j - 1) / cap], finite.
+  auto cost = [&](Value i, Value j) {
+    Value col = arith::DivUIOp::create(b, em.sub(j, one), cap);
+    Value l = em.sanitize(em.loadF(logits, {em.sub(i, one), col}));
+    Value wide = arith::ExtFOp::create(b, f64, l);
+    Value bound = em.f64(1e30);
+    wide = arith::MinimumFOp::create(
+        b, arith::MaximumFOp::create(b, wide, arith::NegFOp::create(b, bound)),
+        bound);
+    return (Value)arith::NegFOp::create(b, wide);
+  };
+
+  em.loop(one, rows, [&](Value i) {
+    em.store(i, p, {zero});
+    em.fill(minv, inf);
+    em.fill(used, em.i32(0));
+    // Grow a shortest augmenting path until it reaches a free column. Each
+    // round marks one more column, so `size` rounds always suffice; the
+    // bound only guards against non-finite arithmetic.
+    Value last = em.doWhile(
+        ValueRange{zero, zero}, [&](ValueRange c) -> SmallVector<Value> {
+          Value j0 = c[0], round = c[1];
+          em.store(em.i32(1), used, {j0});
+          Value i0 = em.load(p, {j0});
+          SmallVector<Value> best = em.loop(
+              one, size, ValueRange{inf, zero},
+              [&](Value j, ValueRange acc) -> SmallVector<Value> {
+                Value free = em.eq(em.load(used, {j}), em.i32(0));
+                Value cur = em.sub(em.sub(cost(i0, j), em.load(u, {i0})),
+                                   em.load(v, {j}));
+                Value old = em.load(minv, {j});
+                Value better = em.andI(free, em.lt(cur, old));
+                Value updated = em.select(better, cur, old);
+                em.store(updated, minv, {j});
+                em.store(em.select(better, j0, em.load(way, {j})), way, {j});
+                Value take = em.andI(free, em.lt(updated, acc[0]));
+                return {em.select(take, updated, acc[0]),
+                        em.select(take, j, acc[1])};
+              });
+          Value delta = best[0], j1 = best[1];
+          em.loop(zero, size, [&](Value j) {
+            Value isUsed = em.eq(em.load(used, {j}), em.i32(1));
+            em.ifThen(
+                isUsed,
+                [&] {
+                  Value row = em.load(p, {j});
+                  em.store(em.add(em.load(u, {row}), delta), u, {row});
+                  em.store(em.sub(em.load(v, {j}), delta), v, {j});
+                },
+                [&] {
+                  em.store(em.sub(em.load(minv, {j}), delta), minv, {j});
+                });
+          });
+          Value next = em.add(round, one);
+          Value open = em.cmpi(arith::CmpIPredicate::ne, em.load(p, {j1}),
+                               zero);
+          Value again = em.andI(open, em.lt(next, size));
+          return {j1, next, again};
+        })[0];
+    // Flip the path back to the root.
+    em.doWhile(ValueRange{last}, [&](ValueRange c) -> SmallVector<Value> {
+      Value j0 = c[0];
+      Value j1 = em.load(way, {j0});
+      em.store(em.load(p, {j1}), p, {j0});
+      return {j1, em.cmpi(arith::CmpIPredicate::ne, j1, zero)};
+    });
+  });
+
+  // Read the assignment off the matched columns.
+  em.loop(one, size, [&](Value j) {
+    Value row = em.load(p, {j});
+    em.ifThen(em.cmpi(arith::CmpIPredicate::ne, row, zero), [&] {
+      Value t = em.sub(row, one);
+      Value col = arith::DivUIOp::create(b, em.sub(j, one), cap);
+      Value l = em.sanitize(em.loadF(logits, {t, col}));
+      em.store(em.toI32(col), indices, {t, zero});
+      em.store(em.sigmoid(l), weights, {t, zero});
+    });
+  });
+}
+
 LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
                          SmallVectorImpl<Value> &results) {
   Emitter em(b);
@@ -627,8 +760,8 @@ LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
                          router.getNumSlots(numExperts));
     break;
   case RouterKind::balanced:
-    return op.emitOpError(
-        "balanced (BASE) routing has no CPU lowering yet");
+    emitBalancedRoute(em, logits, indices, weights, numTokens, numExperts);
+    break;
   }
   results.push_back(toTensor(b, indices, indicesType));
   results.push_back(toTensor(b, weights, weightsType));

@@ -48,9 +48,11 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
       `bufferization.to_tensor restrict`;
     * `moe.experts` becomes an `scf.for` over experts with its body inlined.
 
+    `balanced` routing is solved exactly as an assignment problem (shortest
+    augmenting paths with potentials, `scf.while`, in f64).
+
     Every index read at run time (expert, row, gather source, offset, token
     id, group boundary) is checked or clamped before it addresses memory.
-    `balanced` routing has no lowering yet and is reported as an error.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
