@@ -2,29 +2,41 @@
 //
 //   moe-compile --model DIR -o layers.o --header layers.h [--layer N]
 //               [--prefix NAME] [--embed-weights] [--target-cpu CPU]
+//   moe-compile --model layer.mlir -o layer.o --header layer.h
 //
 // Imports the MoE layers of a Hugging Face model and writes one object file
 // with a plain C entry per layer plus the header that declares them
 // (docs/user-guide.md). With --embed-weights the object also holds the
 // weights, returned by NAME_embedded_weights().
 //
+// Given a .mlir file instead, compiles its public functions on tensors
+// through the CPU pipeline and declares their C interface
+// (_mlir_ciface_NAME, memrefs passed as descriptor structs).
+//
 //===----------------------------------------------------------------------===//
 
 #include "moe/Compiler/Compiler.h"
 #include "moe/Frontend/ModelImport.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/MLIRContext.h"
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cctype>
+#include <set>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -34,8 +46,10 @@ namespace cl = llvm::cl;
 
 static cl::OptionCategory category("moe-compile options");
 static cl::opt<std::string> modelDir("model",
-                                     cl::desc("Hugging Face model directory"),
-                                     cl::value_desc("dir"), cl::Required,
+                                     cl::desc("Hugging Face model directory, "
+                                              "or a .mlir file"),
+                                     cl::value_desc("dir|file.mlir"),
+                                     cl::Required,
                                      cl::cat(category));
 static cl::opt<std::string> outputObject("o", cl::desc("Output object file"),
                                          cl::value_desc("file.o"),
@@ -139,6 +153,137 @@ std::string headerGuard(llvm::StringRef path) {
   return guard + "_";
 }
 
+/// The C spelling of a scalar element type, or "" when it has none.
+std::string cTypeOf(Type type) {
+  if (type.isF32())
+    return "float";
+  if (type.isF64())
+    return "double";
+  if (type.isF16() || type.isBF16())
+    return "uint16_t";
+  if (type.isIndex() || type.isInteger(64))
+    return "int64_t";
+  if (type.isInteger(32))
+    return "int32_t";
+  if (type.isInteger(16))
+    return "int16_t";
+  if (type.isInteger(8))
+    return "int8_t";
+  if (type.isInteger(1))
+    return "bool";
+  return "";
+}
+
+/// Declares the descriptor struct of a ranked buffer once and returns its
+/// name: {allocated, aligned, offset, sizes[R], strides[R]}, MLIR's
+/// StridedMemRefType layout.
+std::string descriptorType(ShapedType type, std::set<std::string> &declared,
+                           llvm::raw_ostream &os) {
+  std::string element = cTypeOf(type.getElementType());
+  std::string name = "moe_memref_" + element + "_" +
+                     std::to_string(type.getRank()) + "d";
+  if (declared.insert(name).second) {
+    os << "typedef struct " << name << " {\n  " << element << " *allocated;\n  "
+       << element << " *aligned;\n  int64_t offset;\n";
+    if (type.getRank() > 0)
+      os << "  int64_t sizes[" << type.getRank() << "];\n  int64_t strides["
+         << type.getRank() << "];\n";
+    os << "} " << name << ";\n\n";
+  }
+  return name;
+}
+
+/// Compiles a .mlir file: its public functions keep their names and get a
+/// C interface.
+int compileMLIRFile(MLIRContext &context) {
+  llvm::SourceMgr sourceMgr;
+  std::string error;
+  auto file = llvm::MemoryBuffer::getFile(modelDir);
+  if (!file)
+    fail("cannot read '" + modelDir + "': " + file.getError().message());
+  sourceMgr.AddNewSourceBuffer(std::move(*file), llvm::SMLoc());
+  SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr,
+                                                           &context);
+  if (!module)
+    return 1;
+  if (embedWeights)
+    fail("--embed-weights needs a model directory: a .mlir file has no "
+         "weights to embed");
+
+  std::string decls;
+  llvm::raw_string_ostream os(decls);
+  std::set<std::string> declared;
+  std::string functions;
+  llvm::raw_string_ostream fos(functions);
+  for (auto fn : module->getOps<func::FuncOp>()) {
+    if (fn.isPrivate() || fn.isExternal())
+      continue;
+    fn->setAttr("llvm.emit_c_interface", UnitAttr::get(&context));
+    auto spell = [&](Type type, bool pointer) -> std::string {
+      if (auto shaped = dyn_cast<ShapedType>(type)) {
+        if (!shaped.hasRank() || cTypeOf(shaped.getElementType()).empty())
+          fail("function '" + fn.getName() + "' has a parameter of type " +
+               llvm::formatv("{0}", type).str() + " without a C spelling");
+        return descriptorType(shaped, declared, os) + (pointer ? " *" : "");
+      }
+      std::string scalar = cTypeOf(type);
+      if (scalar.empty())
+        fail("function '" + fn.getName() + "' has a parameter of type " +
+             llvm::formatv("{0}", type).str() + " without a C spelling");
+      return scalar + (pointer ? " *" : "");
+    };
+    FunctionType type = fn.getFunctionType();
+    std::string resultType = "void";
+    SmallVector<std::string> params;
+    if (type.getNumResults() == 1 && isa<ShapedType>(type.getResult(0))) {
+      params.push_back(spell(type.getResult(0), true) + "result");
+    } else if (type.getNumResults() == 1) {
+      resultType = spell(type.getResult(0), false);
+    } else if (type.getNumResults() > 1) {
+      std::string results = fn.getName().str() + "_results";
+      os << "typedef struct " << results << " {\n";
+      for (auto [i, r] : llvm::enumerate(type.getResults()))
+        os << "  " << spell(r, false) << " r" << i << ";\n";
+      os << "} " << results << ";\n\n";
+      params.push_back(results + " *results");
+    }
+    for (auto [i, input] : llvm::enumerate(type.getInputs()))
+      params.push_back(spell(input, isa<ShapedType>(input)) + "arg" +
+                       std::to_string(i));
+    fos << resultType << " _mlir_ciface_" << fn.getName() << "("
+        << llvm::join(params, ", ") << ");\n";
+  }
+
+  if (llvm::Error error = lowerToLLVM(*module, {}))
+    fail(llvm::toString(std::move(error)));
+  CodegenOptions options;
+  options.targetCPU = targetCPU;
+  if (llvm::Error error = emitObjectFile(*module, outputObject, options))
+    fail(llvm::toString(std::move(error)));
+  if (outputHeader.empty())
+    return 0;
+  std::string guard = headerGuard(outputHeader);
+  std::error_code ec;
+  llvm::ToolOutputFile out(outputHeader, ec, llvm::sys::fs::OF_Text);
+  if (ec)
+    fail("cannot open '" + outputHeader + "': " + ec.message());
+  out.os() << "/* Generated by moe-compile from " << modelDir
+           << ". Do not edit.\n *\n"
+              " * Tensors are passed as memref descriptors (dense row-major:\n"
+              " * allocated = aligned = the data, offset 0, strides[i] = the\n"
+              " * product of the later sizes). Returned buffers are malloc'ed\n"
+              " * by the compiled code; free(result.allocated) releases them. */\n"
+           << "#ifndef " << guard << "\n#define " << guard
+           << "\n\n#include <stdbool.h>\n#include <stdint.h>\n\n"
+              "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
+           << decls << functions
+           << "\n#ifdef __cplusplus\n}\n#endif\n\n#endif /* " << guard
+           << " */\n";
+  out.keep();
+  return 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -147,6 +292,13 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "moe-mlir ahead-of-time compiler\n");
   if (!isIdentifier(prefix))
     fail("--prefix '" + prefix + "' is not a C identifier");
+
+  if (llvm::StringRef(modelDir).ends_with(".mlir")) {
+    DialectRegistry registry;
+    registerCompilerDialects(registry);
+    MLIRContext context(registry);
+    return compileMLIRFile(context);
+  }
 
   std::optional<int64_t> layer;
   if (onlyLayer >= 0)
