@@ -82,6 +82,17 @@ std::optional<SafeTensorsFile> openFile(const std::string &path) {
   return std::move(*file);
 }
 
+/// The model and io files of one golden folder (a test failure if either
+/// cannot be opened).
+struct GoldenFiles {
+  std::optional<SafeTensorsFile> model, io;
+};
+
+GoldenFiles openGolden(const std::string &folder) {
+  return {openFile(goldenPath(folder, "model.safetensors")),
+          openFile(goldenPath(folder, "io.safetensors"))};
+}
+
 /// The f32 values of tensor `name`; a test failure and {} if it is missing.
 std::vector<float> floatsOf(const SafeTensorsFile &file,
                             const std::string &name) {
@@ -301,11 +312,9 @@ void checkGoldenLayer(const SafeTensorsFile &io, int64_t layer,
 
 /// Mixtral: softmax, top-2, renormalized, SwiGLU w1/w3/w2.
 void checkMixtral(const std::string &folder, int64_t numLayers) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath(folder, "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath(folder, "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden(folder);
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   for (int64_t layer = 0; layer < numLayers; ++layer) {
     LayerSpec spec = baseSpec(64, 96, 8, ExpertActivation::SiluGlu);
     spec.layerIndex = layer;
@@ -327,11 +336,9 @@ TEST(ReferenceGolden, MixtralTwoLayers) {
 }
 
 TEST(ReferenceGolden, Qwen2Moe) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("qwen2_moe_t40", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("qwen2_moe_t40", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("qwen2_moe_t40");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 48, 16, ExpertActivation::SiluGlu);
   spec.router.k = 4;
   spec.router.renormalize = false; // norm_topk_prob = false
@@ -348,11 +355,9 @@ TEST(ReferenceGolden, Qwen2Moe) {
 }
 
 TEST(ReferenceGolden, DeepSeekV3) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("deepseek_v3_t29", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("deepseek_v3_t29", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("deepseek_v3_t29");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 32, 32, ExpertActivation::SiluGlu);
   spec.router.k = 4;
   spec.router.scoring = Scoring::Sigmoid;
@@ -373,11 +378,9 @@ TEST(ReferenceGolden, DeepSeekV3) {
 }
 
 TEST(ReferenceGolden, OLMoE) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("olmoe_t17", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("olmoe_t17", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("olmoe_t17");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 32, 16, ExpertActivation::SiluGlu);
   spec.router.k = 8;
   std::string prefix = "model.layers.0.mlp.";
@@ -389,11 +392,9 @@ TEST(ReferenceGolden, OLMoE) {
 }
 
 TEST(ReferenceGolden, SwitchPerSequenceCapacity) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("switch_b2s24", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("switch_b2s24", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("switch_b2s24");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 96, 4, ExpertActivation::Relu);
   spec.router.k = 1;
   spec.router.capacity.enabled = true;
@@ -409,11 +410,9 @@ TEST(ReferenceGolden, SwitchPerSequenceCapacity) {
 }
 
 TEST(ReferenceGolden, ExpertChoice) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("expert_choice_t32", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("expert_choice_t32", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("expert_choice_t32");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 96, 8, ExpertActivation::Gelu);
   spec.router.family = RouterFamily::ExpertChoice;
   spec.router.k = 0;
@@ -425,11 +424,9 @@ TEST(ReferenceGolden, ExpertChoice) {
 }
 
 TEST(ReferenceGolden, Hash) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("hash_t50", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("hash_t50", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("hash_t50");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 96, 8, ExpertActivation::Relu);
   spec.router.family = RouterFamily::Hash;
   spec.router.k = 0;
@@ -443,11 +440,9 @@ TEST(ReferenceGolden, Hash) {
 }
 
 TEST(ReferenceGolden, TopP) {
-  std::optional<SafeTensorsFile> model =
-      openFile(goldenPath("top_p_t25", "model.safetensors"));
-  std::optional<SafeTensorsFile> io =
-      openFile(goldenPath("top_p_t25", "io.safetensors"));
-  ASSERT_TRUE(model && io);
+  GoldenFiles golden = openGolden("top_p_t25");
+  ASSERT_TRUE(golden.model && golden.io);
+  std::optional<SafeTensorsFile> &model = golden.model, &io = golden.io;
   LayerSpec spec = baseSpec(64, 96, 8, ExpertActivation::SiluGlu);
   spec.router.family = RouterFamily::TopP;
   spec.router.p = 0.4;
