@@ -1,15 +1,21 @@
 // RUN: moe-opt --moe-lower-to-loops --split-input-file --verify-diagnostics %s | FileCheck %s
 
-// The grouped matmul is one GEMM per expert over the subview of its rows.
+// The grouped matmul is one GEMM per expert over that expert's rows: for
+// f32 a register-blocked micro-kernel (4 x 4 accumulators of 16 lanes, k
+// read straight from the [out, in] weight of expert e), then the epilogue.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
 // CHECK: scf.for %[[E:.*]] = %{{.*}} to %c8
 // CHECK:   memref.load %{{.*}}[%[[E]]]
 // CHECK:   scf.if
-// CHECK:     memref.subview
-// CHECK:     memref.subview %{{.*}}[%[[E]], 0, 0] [1, 256, 64] [1, 1, 1] : memref<8x256x64xf32> to memref<256x64xf32, strided<[64, 1], offset: ?>>
-// CHECK:     linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+// CHECK:     scf.for {{.*}} step %c4
+// CHECK:       scf.for {{.*}} step %c4
+// CHECK:         scf.for {{.*}} step %c16 iter_args
+// CHECK-COUNT-4: vector.transfer_read %{{.*}} : memref<?x?xf32>, vector<16xf32>
+// CHECK:           vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %{{.*}}], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>
+// CHECK-COUNT-16:  vector.fma
+// CHECK:         vector.reduction <add>, %{{.*}} fastmath<reassoc>
 // CHECK:     math.exp
 // CHECK: bufferization.to_tensor %{{.*}} restrict writable
 func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,
@@ -17,6 +23,20 @@ func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,
   %y = moe.grouped_matmul %x, %w, %offsets gather(%perm : tensor<?xi32>) epilogue <silu_glu>
       : tensor<?x64xf32>, tensor<8x256x64xf32>, tensor<9xi32> -> tensor<?x128xf32>
   return %y : tensor<?x128xf32>
+}
+
+// -----
+
+// Other precisions use the generic contraction on the expert's subview.
+// CHECK-LABEL: func.func @grouped_matmul_bf16
+// CHECK-NOT: vector.
+// CHECK: memref.subview %{{.*}}[%{{.*}}, 0, 0] [1, 32, 64] [1, 1, 1] : memref<4x32x64xbf16> to memref<32x64xbf16, strided<[64, 1], offset: ?>>
+// CHECK: linalg.generic {{.*}}iterator_types = ["parallel", "parallel", "reduction"]
+func.func @grouped_matmul_bf16(%x: tensor<?x64xbf16>, %w: tensor<4x32x64xbf16>,
+                               %offsets: tensor<5xi32>) -> tensor<?x32xbf16> {
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu>
+      : tensor<?x64xbf16>, tensor<4x32x64xbf16>, tensor<5xi32> -> tensor<?x32xbf16>
+  return %y : tensor<?x32xbf16>
 }
 
 // -----

@@ -33,6 +33,7 @@
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/PatternMatch.h"
@@ -957,6 +958,82 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i,
   llvm_unreachable("unknown epilogue");
 }
 
+/// Rows and columns of the register block, and the vector width (f32
+/// lanes) of the dot-product micro-kernel.
+constexpr int64_t kBlockRows = 4, kBlockCols = 4, kLanes = 16;
+
+/// acc[r, j] = sum_k a[r, k] * w[e, j, k] for r in [lo, hi) and j in
+/// [0, cols), all f32, both operands contiguous along k (the [out, in]
+/// checkpoint layout): a register-blocked micro-kernel of 4 x 4 vector
+/// accumulators of 16 lanes, k in steps of 16 with the tail read
+/// zero-padded. Rows and columns past the edges re-read the last valid
+/// one and are not stored.
+void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w,
+                   Value e, Value cols, Value depth, Value acc) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0), one = em.idx(1);
+  auto vecType = VectorType::get({kLanes}, b.getF32Type());
+  Value pad = em.f32(0.0);
+  Value zeroVec = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(vecType, b.getF32FloatAttr(0.0)));
+  Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
+  auto forStep = [&](Value lb, Value ub, int64_t step,
+                     function_ref<void(Value)> body) {
+    auto forOp = scf::ForOp::create(b, lb, ub, em.idx(step));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forOp.getBody()->getTerminator());
+    body(forOp.getInductionVar());
+  };
+  forStep(lo, hi, kBlockRows, [&](Value i0) {
+    SmallVector<Value> rows;
+    for (int64_t r = 0; r < kBlockRows; ++r)
+      rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
+    forStep(zero, cols, kBlockCols, [&](Value j0) {
+      SmallVector<Value> colIdx;
+      for (int64_t c = 0; c < kBlockCols; ++c)
+        colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
+      SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
+      auto forOp = scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(forOp.getBody());
+        Value k0 = forOp.getInductionVar();
+        SmallVector<Value> aVec, wVec;
+        for (Value row : rows)
+          aVec.push_back(vector::TransferReadOp::create(
+              b, vecType, a, ValueRange{row, k0}, pad,
+              ArrayRef<bool>{false}));
+        for (Value col : colIdx) {
+          SmallVector<Value> idx = {col, k0};
+          if (e)
+            idx.insert(idx.begin(), e);
+          wVec.push_back(vector::TransferReadOp::create(
+              b, vecType, w, idx, pad, ArrayRef<bool>{false}));
+        }
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < kBlockRows; ++r)
+          for (int64_t c = 0; c < kBlockCols; ++c)
+            next.push_back(vector::FMAOp::create(
+                b, vecType, aVec[r], wVec[c],
+                forOp.getRegionIterArgs()[r * kBlockCols + c]));
+        scf::YieldOp::create(b, next);
+      }
+      for (int64_t r = 0; r < kBlockRows; ++r) {
+        Value i = em.add(i0, em.idx(r));
+        for (int64_t c = 0; c < kBlockCols; ++c) {
+          Value j = em.add(j0, em.idx(c));
+          Value sum = vector::ReductionOp::create(
+              b, vector::CombiningKind::ADD,
+              forOp.getResult(r * kBlockCols + c),
+              arith::FastMathFlags::reassoc);
+          em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)),
+                    [&] { em.store(sum, acc, {i, j}); });
+        }
+      }
+    });
+  });
+}
+
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
@@ -1022,12 +1099,28 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   SmallVector<AffineMap> maps = {AffineMap::get(3, 0, {i, k}, ctx),
                                  AffineMap::get(3, 0, {j, k}, ctx),
                                  AffineMap::get(3, 0, {i, j}, ctx)};
+  // f32 operands take the vector micro-kernel; other precisions the
+  // generic contraction.
+  bool useKernel = element.isF32() &&
+                   cast<MemRefType>(x.getType()).getElementType().isF32() &&
+                   cast<MemRefType>(w.getType()).getElementType().isF32();
   em.loop(zero, em.idx(numExperts), [&](Value e) {
     Value lo = em.clampIndex(em.load(offsets, {e}), zero, numRows);
     Value hi =
         em.clampIndex(em.load(offsets, {em.add(e, one)}), lo, numRows);
     Value n = em.sub(hi, lo);
     em.ifThen(em.gt(n, zero), [&] {
+      if (useKernel) {
+        emitDotKernel(em, a, lo, hi, w, e, wRows, depth, acc);
+        em.loop(lo, hi, [&](Value r) {
+          em.loop(zero, width, [&](Value c) {
+            Value v = applyEpilogue(em, op.getEpilogue(), acc, r, c, width,
+                                    rowScale, r);
+            em.storeF(v, out, {r, c});
+          });
+        });
+        return;
+      }
       auto sub2d = [&](Value buffer, Value cols) {
         return memref::SubViewOp::create(
             b, buffer, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},

@@ -22,6 +22,7 @@ llvm::StringRef mlir::moe::getMoECPUPipeline() {
          "lower-affine,"
          "convert-math-to-llvm,"
          "convert-math-to-libm,"
+         "convert-vector-to-llvm{reassociate-fp-reductions},"
          "finalize-memref-to-llvm,"
          "convert-to-llvm,"
          "reconcile-unrealized-casts";
