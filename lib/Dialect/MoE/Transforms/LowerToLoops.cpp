@@ -342,9 +342,117 @@ void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
 // moe.gate
 //===----------------------------------------------------------------------===//
 
+/// Rows and columns of the register block, and the vector width (f32
+/// lanes) of the dot-product micro-kernel.
+constexpr int64_t kBlockRows = 4, kBlockCols = 4, kLanes = 16;
+
+/// acc[r, j] = sum_k a[r, k] * w[e, j, k] for r in [lo, hi) and j in
+/// [0, cols), all f32, both operands contiguous along k (the [out, in]
+/// checkpoint layout): a register-blocked micro-kernel of 4 x 4 vector
+/// accumulators of 16 lanes, k in steps of 16 with the tail read
+/// zero-padded. Rows and columns past the edges re-read the last valid
+/// one and are not stored.
+void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w,
+                   Value e, Value cols, Value depth, Value acc) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0), one = em.idx(1);
+  auto vecType = VectorType::get({kLanes}, b.getF32Type());
+  Value pad = em.f32(0.0);
+  Value zeroVec = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(vecType, b.getF32FloatAttr(0.0)));
+  Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
+  auto forStep = [&](Value lb, Value ub, int64_t step,
+                     function_ref<void(Value)> body) {
+    auto forOp = scf::ForOp::create(b, lb, ub, em.idx(step));
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(forOp.getBody()->getTerminator());
+    body(forOp.getInductionVar());
+  };
+  forStep(lo, hi, kBlockRows, [&](Value i0) {
+    SmallVector<Value> rows;
+    for (int64_t r = 0; r < kBlockRows; ++r)
+      rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
+    forStep(zero, cols, kBlockCols, [&](Value j0) {
+      SmallVector<Value> colIdx;
+      for (int64_t c = 0; c < kBlockCols; ++c)
+        colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
+      SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
+      auto forOp = scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToEnd(forOp.getBody());
+        Value k0 = forOp.getInductionVar();
+        SmallVector<Value> aVec, wVec;
+        for (Value row : rows)
+          aVec.push_back(vector::TransferReadOp::create(
+              b, vecType, a, ValueRange{row, k0}, pad,
+              ArrayRef<bool>{false}));
+        for (Value col : colIdx) {
+          SmallVector<Value> idx = {col, k0};
+          if (e)
+            idx.insert(idx.begin(), e);
+          wVec.push_back(vector::TransferReadOp::create(
+              b, vecType, w, idx, pad, ArrayRef<bool>{false}));
+        }
+        SmallVector<Value> next;
+        for (int64_t r = 0; r < kBlockRows; ++r)
+          for (int64_t c = 0; c < kBlockCols; ++c)
+            next.push_back(vector::FMAOp::create(
+                b, vecType, aVec[r], wVec[c],
+                forOp.getRegionIterArgs()[r * kBlockCols + c]));
+        scf::YieldOp::create(b, next);
+      }
+      for (int64_t r = 0; r < kBlockRows; ++r) {
+        Value i = em.add(i0, em.idx(r));
+        for (int64_t c = 0; c < kBlockCols; ++c) {
+          Value j = em.add(j0, em.idx(c));
+          Value sum = vector::ReductionOp::create(
+              b, vector::CombiningKind::ADD,
+              forOp.getResult(r * kBlockCols + c),
+              arith::FastMathFlags::reassoc);
+          em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)),
+                    [&] { em.store(sum, acc, {i, j}); });
+        }
+      }
+    });
+  });
+}
+
+/// The f32 gate on the dot-product micro-kernel: logits = x . Wg^T (+ b).
+Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
+  Emitter em(b);
+  auto type = cast<RankedTensorType>(op.getType());
+  Value x = toBuffer(b, op.getInput());
+  Value w = toBuffer(b, op.getWeight());
+  Value numTokens = em.dim(x, 0), numCols = em.dim(w, 0);
+  SmallVector<Value> dyn;
+  if (type.isDynamicDim(0))
+    dyn.push_back(numTokens);
+  if (type.isDynamicDim(1))
+    dyn.push_back(numCols);
+  Value logits = em.allocLike(type, dyn);
+  em.ifThen(em.gt(numTokens, em.idx(0)), [&] {
+    emitDotKernel(em, x, em.idx(0), numTokens, w, Value(), numCols,
+                  em.dim(x, 1), logits);
+  });
+  if (Value bias = op.getBias()) {
+    Value biasBuffer = toBuffer(b, bias);
+    em.loop(em.idx(0), numTokens, [&](Value t) {
+      em.loop(em.idx(0), numCols, [&](Value c) {
+        em.store(em.add(em.load(logits, {t, c}), em.load(biasBuffer, {c})),
+                 logits, {t, c});
+      });
+    });
+  }
+  return toTensor(b, logits, type);
+}
+
 Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
   auto type = cast<RankedTensorType>(op.getType());
   Type element = type.getElementType();
+  if (element.isF32() && getElementTypeOrSelf(op.getInput()).isF32() &&
+      getElementTypeOrSelf(op.getWeight()).isF32())
+    return lowerGateF32(b, op);
   SmallVector<OpFoldResult> sizes = {
       tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
       tensor::getMixedSize(b, b.getLoc(), op.getWeight(), 0)};
@@ -956,82 +1064,6 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i,
     return em.mul(v, em.loadF(rowScale, {row}));
   }
   llvm_unreachable("unknown epilogue");
-}
-
-/// Rows and columns of the register block, and the vector width (f32
-/// lanes) of the dot-product micro-kernel.
-constexpr int64_t kBlockRows = 4, kBlockCols = 4, kLanes = 16;
-
-/// acc[r, j] = sum_k a[r, k] * w[e, j, k] for r in [lo, hi) and j in
-/// [0, cols), all f32, both operands contiguous along k (the [out, in]
-/// checkpoint layout): a register-blocked micro-kernel of 4 x 4 vector
-/// accumulators of 16 lanes, k in steps of 16 with the tail read
-/// zero-padded. Rows and columns past the edges re-read the last valid
-/// one and are not stored.
-void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w,
-                   Value e, Value cols, Value depth, Value acc) {
-  ImplicitLocOpBuilder &b = em.b;
-  Value zero = em.idx(0), one = em.idx(1);
-  auto vecType = VectorType::get({kLanes}, b.getF32Type());
-  Value pad = em.f32(0.0);
-  Value zeroVec = arith::ConstantOp::create(
-      b, DenseElementsAttr::get(vecType, b.getF32FloatAttr(0.0)));
-  Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
-  auto forStep = [&](Value lb, Value ub, int64_t step,
-                     function_ref<void(Value)> body) {
-    auto forOp = scf::ForOp::create(b, lb, ub, em.idx(step));
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(forOp.getBody()->getTerminator());
-    body(forOp.getInductionVar());
-  };
-  forStep(lo, hi, kBlockRows, [&](Value i0) {
-    SmallVector<Value> rows;
-    for (int64_t r = 0; r < kBlockRows; ++r)
-      rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
-    forStep(zero, cols, kBlockCols, [&](Value j0) {
-      SmallVector<Value> colIdx;
-      for (int64_t c = 0; c < kBlockCols; ++c)
-        colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
-      SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
-      auto forOp = scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(forOp.getBody());
-        Value k0 = forOp.getInductionVar();
-        SmallVector<Value> aVec, wVec;
-        for (Value row : rows)
-          aVec.push_back(vector::TransferReadOp::create(
-              b, vecType, a, ValueRange{row, k0}, pad,
-              ArrayRef<bool>{false}));
-        for (Value col : colIdx) {
-          SmallVector<Value> idx = {col, k0};
-          if (e)
-            idx.insert(idx.begin(), e);
-          wVec.push_back(vector::TransferReadOp::create(
-              b, vecType, w, idx, pad, ArrayRef<bool>{false}));
-        }
-        SmallVector<Value> next;
-        for (int64_t r = 0; r < kBlockRows; ++r)
-          for (int64_t c = 0; c < kBlockCols; ++c)
-            next.push_back(vector::FMAOp::create(
-                b, vecType, aVec[r], wVec[c],
-                forOp.getRegionIterArgs()[r * kBlockCols + c]));
-        scf::YieldOp::create(b, next);
-      }
-      for (int64_t r = 0; r < kBlockRows; ++r) {
-        Value i = em.add(i0, em.idx(r));
-        for (int64_t c = 0; c < kBlockCols; ++c) {
-          Value j = em.add(j0, em.idx(c));
-          Value sum = vector::ReductionOp::create(
-              b, vector::CombiningKind::ADD,
-              forOp.getResult(r * kBlockCols + c),
-              arith::FastMathFlags::reassoc);
-          em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)),
-                    [&] { em.store(sum, acc, {i, j}); });
-        }
-      }
-    });
-  });
 }
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
