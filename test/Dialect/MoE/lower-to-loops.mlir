@@ -41,11 +41,12 @@ func.func @grouped_matmul_bf16(%x: tensor<?x64xbf16>, %w: tensor<4x32x64xbf16>,
 
 // -----
 
-// Routing, planning and combining are loop nests over buffers; the gate is
-// a linalg contraction on tensors.
+// Routing, planning and combining are loop nests over buffers; the f32
+// gate runs on the same micro-kernel as the experts (a 2-D weight).
 // CHECK-LABEL: func.func @parts
 // CHECK-NOT: moe.
-// CHECK: linalg.generic
+// CHECK: vector.transfer_read %{{.*}} : memref<8x64xf32>, vector<16xf32>
+// CHECK: vector.fma
 // CHECK: scf.for
 // CHECK: return
 func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>) {
