@@ -255,7 +255,8 @@ int compileMLIRFile(MLIRContext &context) {
         << llvm::join(params, ", ") << ");\n";
   }
 
-  if (llvm::Error error = lowerToLLVM(*module, {}))
+  // Plain malloc: the caller frees returned buffers with free().
+  if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.targetCPU = targetCPU;

@@ -23,8 +23,12 @@ namespace mlir::moe::compiler {
 void registerCompilerDialects(DialectRegistry &registry);
 
 /// Runs the CPU pipeline on `module` (built by buildLayerModule) and adds the
-/// plain C entry points of `layers`.
-llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers);
+/// plain C entry points of `layers`. With `cachingAllocator`, temporaries
+/// come from a module-internal allocator that keeps freed blocks for reuse
+/// (see Compiler.cpp); without it, from malloc/free, so buffers a function
+/// returns can be released with free().
+llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
+                        bool cachingAllocator = true);
 
 struct CodegenOptions {
   /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.

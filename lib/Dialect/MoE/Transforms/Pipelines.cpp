@@ -7,10 +7,13 @@
 
 using namespace mlir;
 
-llvm::StringRef mlir::moe::getMoECPUPipeline() {
+std::string mlir::moe::getMoECPUPipeline(bool genericAllocation) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
-  return "moe-expand-layer,"
+  std::string finalize = genericAllocation
+                             ? "finalize-memref-to-llvm{use-generic-functions},"
+                             : "finalize-memref-to-llvm,";
+  return std::string("moe-expand-layer,"
          "moe-lower-to-loops,"
          "canonicalize,cse,"
          "one-shot-bufferize{bufferize-function-boundaries "
@@ -22,14 +25,14 @@ llvm::StringRef mlir::moe::getMoECPUPipeline() {
          "lower-affine,"
          "convert-math-to-llvm,"
          "convert-math-to-libm,"
-         "convert-vector-to-llvm{reassociate-fp-reductions},"
-         "finalize-memref-to-llvm,"
-         "convert-to-llvm,"
-         "reconcile-unrealized-casts";
+         "convert-vector-to-llvm{reassociate-fp-reductions},") +
+         finalize + "convert-to-llvm,reconcile-unrealized-casts";
 }
 
-LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm) {
-  return parsePassPipeline(getMoECPUPipeline(), pm, llvm::errs());
+LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
+                                            bool genericAllocation) {
+  return parsePassPipeline(getMoECPUPipeline(genericAllocation), pm,
+                           llvm::errs());
 }
 
 void mlir::moe::registerMoEPipelines() {

@@ -25,11 +25,15 @@ namespace moe {
 void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
 
 /// The textual pass pipeline that lowers moe IR (tensor functions) to the
-/// LLVM dialect for the CPU; `moe-opt --moe-cpu-pipeline` runs it.
-llvm::StringRef getMoECPUPipeline();
+/// LLVM dialect for the CPU; `moe-opt --moe-cpu-pipeline` runs it. With
+/// `genericAllocation`, buffers are allocated through
+/// `_mlir_memref_to_llvm_alloc` / `_mlir_memref_to_llvm_free` instead of
+/// malloc / free (the compiler driver defines them, see Compiler.cpp).
+std::string getMoECPUPipeline(bool genericAllocation = false);
 
 /// Adds the CPU pipeline to `pm` (anchored on builtin.module).
-llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm);
+llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm,
+                                        bool genericAllocation = false);
 
 /// Registers `--moe-cpu-pipeline`.
 void registerMoEPipelines();
