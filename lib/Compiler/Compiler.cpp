@@ -21,6 +21,7 @@
 
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/TargetSelect.h"
@@ -421,6 +422,10 @@ createTargetMachine(const CodegenOptions &options) {
       triple, cpu, features, targetOptions, llvm::Reloc::PIC_));
   if (!machine)
     return makeError("cannot create a target machine for CPU '" + cpu + "'");
+  if (!machine->getMCSubtargetInfo()->isCPUStringValid(cpu))
+    return makeError("unknown target CPU '" + cpu +
+                     "' (use native, x86-64-v3, x86-64-v4 or an LLVM CPU "
+                     "name such as skylake-avx512)");
   return machine;
 }
 
