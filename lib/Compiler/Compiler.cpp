@@ -68,7 +68,7 @@ class WrapperBuilder {
 public:
   WrapperBuilder(ImplicitLocOpBuilder &b) : b(b) {}
 
-  void build(const LayerABI &abi, StringRef publicName, StringRef innerName,
+  void build(StringRef publicName, StringRef innerName,
              ArrayRef<EntryArg> args, bool routeEntry) {
     MLIRContext *ctx = b.getContext();
     auto ptr = LLVM::LLVMPointerType::get(ctx);
@@ -149,7 +149,6 @@ public:
         break;
       }
     }
-    (void)abi;
     Value status =
         select(nullBad, constI32(StatusNullPointer),
                select(shapeBad, constI32(StatusBadShape), constI32(0)));
@@ -376,7 +375,7 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
       if (!module.lookupSymbol(inner))
         return makeError("lowered module has no function '" + inner + "'");
       b.setInsertionPointToEnd(module.getBody());
-      wrappers.build(abi, route ? abi.symbol + "_route" : abi.symbol, inner,
+      wrappers.build(route ? abi.symbol + "_route" : abi.symbol, inner,
                      route ? abi.routeArgs : abi.forwardArgs, route);
     }
   }

@@ -368,8 +368,8 @@ struct EntryValues {
 };
 
 /// Turns the buffer arguments of an entry into tensors and derived values.
-EntryValues bindArguments(ImplicitLocOpBuilder &b, const LayerABI &abi,
-                          ArrayRef<EntryArg> args, ValueRange values) {
+EntryValues bindArguments(ImplicitLocOpBuilder &b, ArrayRef<EntryArg> args,
+                          ValueRange values) {
   EntryValues v;
   Value seqLen;
   for (auto pair : llvm::zip(args, values)) {
@@ -418,7 +418,6 @@ EntryValues bindArguments(ImplicitLocOpBuilder &b, const LayerABI &abi,
                   .getResult());
         });
   }
-  (void)abi;
   return v;
 }
 
@@ -495,7 +494,7 @@ void buildForward(OpBuilder &builder, const LayerABI &abi) {
       createEntry(builder, loc, abi.symbol + "__forward", abi.forwardArgs);
   ImplicitLocOpBuilder b(loc, builder);
   b.setInsertionPointToStart(&fn.getBody().front());
-  EntryValues v = bindArguments(b, abi, abi.forwardArgs, fn.getArguments());
+  EntryValues v = bindArguments(b, abi.forwardArgs, fn.getArguments());
   const LayerSpec &spec = abi.spec;
   MLIRContext *ctx = b.getContext();
   Value tokenIds = v.tokenIds;
@@ -519,7 +518,7 @@ void buildRoute(OpBuilder &builder, const LayerABI &abi) {
       createEntry(builder, loc, abi.symbol + "__route", abi.routeArgs);
   ImplicitLocOpBuilder b(loc, builder);
   b.setInsertionPointToStart(&fn.getBody().front());
-  EntryValues v = bindArguments(b, abi, abi.routeArgs, fn.getArguments());
+  EntryValues v = bindArguments(b, abi.routeArgs, fn.getArguments());
   const LayerSpec &spec = abi.spec;
   MLIRContext *ctx = b.getContext();
   int64_t E = spec.numExperts, K = spec.numSlots();

@@ -168,6 +168,13 @@ public:
     return div(one, add(one, exp(arith::NegFOp::create(b, v))));
   }
 
+  /// ceil(x - 1e-9) of an f64 as an i64: capacities computed in double,
+  /// where exact products (1.25 * 8 / 2) must not round up.
+  Value ceilCapacity(Value x) {
+    Value ceil = math::CeilOp::create(b, sub(x, f64(1e-9)));
+    return arith::FPToSIOp::create(b, b.getI64Type(), ceil);
+  }
+
   // Buffers.
   Value dim(Value memref, int64_t d) {
     return memref::DimOp::create(b, memref, d);
@@ -544,19 +551,17 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
   double factor = router.getCapacityFactor().getValueAsDouble();
   Value scaled = em.div(
       em.mul(em.indexToF64(numTokens), em.f64(factor)), em.f64(numExperts));
-  Value ceil = math::CeilOp::create(em.b, em.sub(scaled, em.f64(1e-9)));
-  Value capacity = em.toIndex(
-      arith::FPToSIOp::create(em.b, em.b.getI64Type(), ceil).getResult());
+  Value capacity = em.toIndex(em.ceilCapacity(scaled));
   capacity = em.minI(em.maxI(capacity, zero), numTokens);
 
   em.loop(zero, em.idx(numExperts), [&](Value e) {
     Value e32 = em.toI32(e);
     em.loop(zero, capacity, [&](Value) {
-      Value best, bestScore;
-      std::tie(best, bestScore) = em.argmax(
+      std::pair<Value, Value> choice = em.argmax(
           zero, numTokens,
           [&](Value t) { return em.eq(em.load(indices, {t, e}), em.i32(-1)); },
           [&](Value t) { return em.load(probs, {t, e}); });
+      Value best = choice.first, bestScore = choice.second;
       em.ifThen(em.ge(best, zero), [&] {
         em.store(e32, indices, {best, e});
         em.store(bestScore, weights, {best, e});
@@ -640,12 +645,10 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
         em.store(em.i32(0), groupKept, {g});
       });
       em.loop(zero, em.idx(router.getTopkGroup()), [&](Value) {
-        Value g, s;
-      std::tie(g, s) = em.argmax(
+        Value g = em.argmax(
             zero, em.idx(nGroup),
             [&](Value gi) { return em.eq(em.load(groupKept, {gi}), em.i32(0)); },
-            [&](Value gi) { return em.load(groupScores, {gi}); });
-        (void)s;
+            [&](Value gi) { return em.load(groupScores, {gi}); }).first;
         em.ifThen(em.ge(g, zero),
                   [&] { em.store(em.i32(1), groupKept, {g}); });
       });
@@ -662,12 +665,10 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
     SmallVector<Value> carried = em.loop(
         zero, em.idx(slots), ValueRange{mass},
         [&](Value j, ValueRange c) -> SmallVector<Value> {
-          Value best, key;
-      std::tie(best, key) = em.argmax(
+          Value best = em.argmax(
               zero, numCols,
               [&](Value e) { return em.eq(em.load(taken, {e}), em.i32(0)); },
-              [&](Value e) { return em.load(select, {e}); });
-          (void)key;
+              [&](Value e) { return em.load(select, {e}); }).first;
           Value found = em.ge(best, zero);
           Value use = found;
           if (topP)
@@ -938,8 +939,7 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
                                        em.indexToF64(slots)),
                                 em.f64(numExperts));
         Value scaled = em.mul(em.f64(factor), balanced);
-        Value ceil = math::CeilOp::create(b, em.sub(scaled, em.f64(1e-9)));
-        cap = arith::FPToSIOp::create(b, i32, ceil);
+        cap = em.toI32(em.ceilCapacity(scaled));
       }
     }
     em.fill(count, em.i32(0));
@@ -967,8 +967,7 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
                 if (policy != OverflowPolicy::reroute || !scores)
                   return; // dropped: dest stays -1
                 // Next-best expert with room that the token has not chosen.
-                Value alt, altScore;
-      std::tie(alt, altScore) = em.argmax(
+                Value alt = em.argmax(
                     zero, E,
                     [&](Value c) {
                       Value c32 = em.toI32(c);
@@ -990,8 +989,7 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
                     },
                     [&](Value c) {
                       return em.sanitize(em.loadF(scores, {t, c}));
-                    });
-                (void)altScore;
+                    }).first;
                 em.ifThen(em.ge(alt, zero),
                           [&] { serve(em.toI32(alt), alt); });
               });
