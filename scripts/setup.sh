@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build ccache python3
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools clang-22 lld-22
-  libgtest-dev
+  libomp-22-dev libgtest-dev
 )
 
 missing=()

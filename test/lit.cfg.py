@@ -29,6 +29,7 @@ tools = [
     ToolSubst("moe-run", unresolved="fatal"),
     ToolSubst("moe-compile", unresolved="fatal"),
     ToolSubst("moe-difftest", unresolved="fatal"),
+    ToolSubst("moe-bench", unresolved="fatal"),
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
@@ -38,3 +39,8 @@ c_compiler = shutil.which("clang-22") or shutil.which("cc")
 if c_compiler:
     config.available_features.add("c-compiler")
     config.substitutions.append(("%cc", c_compiler))
+# What a program linking moe-compile's objects adds: the OpenMP runtime the
+# generated parallel loops call.
+config.substitutions.append(
+    ("%openmp", "%s -Wl,-rpath,%s" % (config.moe_openmp_library,
+                                      config.moe_openmp_library_dir)))

@@ -349,7 +349,8 @@ llvm::Error defineAllocator(ModuleOp module) {
 
 llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
-                                             bool cachingAllocator) {
+                                             bool cachingAllocator,
+                                             bool openmp) {
   registerPassesOnce();
   MLIRContext *ctx = module.getContext();
   std::string diagnostics;
@@ -359,7 +360,7 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
     return success();
   });
   PassManager pm(ctx, ModuleOp::getOperationName());
-  if (failed(buildMoECPUPipeline(pm, cachingAllocator)))
+  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp)))
     return makeError("cannot build the moe CPU pipeline");
   if (failed(pm.run(module)))
     return makeError("lowering failed:\n" + diagnostics);
@@ -459,6 +460,35 @@ llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module,
   pm.run(*llvmModule);
   out.keep();
   return llvm::Error::success();
+}
+
+extern "C" void omp_set_num_threads(int);
+
+llvm::StringRef mlir::moe::compiler::getOpenMPLibrary() {
+  return MOE_OPENMP_LIBRARY;
+}
+
+llvm::StringRef mlir::moe::compiler::getOpenMPLibraryDir() {
+  return MOE_OPENMP_LIBRARY_DIR;
+}
+
+void mlir::moe::compiler::setNumThreads(int threads) {
+  if (threads > 0)
+    omp_set_num_threads(threads);
+}
+
+llvm::cl::opt<int> &
+mlir::moe::compiler::addThreadsOption(llvm::cl::OptionCategory &category) {
+  auto &registered = llvm::cl::getRegisteredOptions();
+  auto existing = registered.find("threads");
+  if (existing != registered.end())
+    existing->second->setArgStr("llvm-internal-threads");
+  static llvm::cl::opt<int> threads(
+      "threads",
+      llvm::cl::desc("Threads for the generated code's parallel loops (0: "
+                     "OMP_NUM_THREADS, else one per core)"),
+      llvm::cl::init(0), llvm::cl::cat(category));
+  return threads;
 }
 
 JitModule::~JitModule() = default;

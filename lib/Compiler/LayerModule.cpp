@@ -645,7 +645,12 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
         " * set of warning bits (the outputs are still defined); a negative\n"
         " * value is an error (the outputs are untouched). Entries are\n"
         " * reentrant: concurrent calls on different outputs are safe.\n"
-        " * Arrays are dense, row-major and 4-byte aligned at least. */\n";
+        " * Arrays are dense, row-major and 4-byte aligned at least.\n"
+        " *\n"
+        " * Unless compiled with --no-openmp, the object runs its parallel\n"
+        " * loops on LLVM's OpenMP runtime: link with clang -fopenmp, or add\n"
+        " * libomp (e.g. /usr/lib/llvm-22/lib/libomp.so) yourself. Threads:\n"
+        " * OMP_NUM_THREADS or omp_set_num_threads(). */\n";
   os << "#ifndef " << guard << "\n#define " << guard << "\n\n";
   os << "#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n";
   os << "#ifndef MOE_BATCH_DEFINED\n#define MOE_BATCH_DEFINED\n"

@@ -69,6 +69,11 @@ static cl::opt<bool>
                  cl::desc("Store the weights in the object; "
                           "NAME_embedded_weights() returns them"),
                  cl::cat(category));
+static cl::opt<bool>
+    noOpenMP("no-openmp",
+             cl::desc("Run the parallel loops on the calling thread: the "
+                      "object then needs no OpenMP runtime"),
+             cl::cat(category));
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
@@ -256,7 +261,8 @@ int compileMLIRFile(MLIRContext &context) {
   }
 
   // Plain malloc: the caller frees returned buffers with free().
-  if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false))
+  if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false,
+                                          /*openmp=*/!noOpenMP))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.targetCPU = targetCPU;
@@ -317,7 +323,8 @@ int main(int argc, char **argv) {
   for (const LayerSpec &spec : model->layers)
     abis.push_back(describeLayer(spec, prefix + "_" + spec.name));
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
-  if (llvm::Error error = lowerToLLVM(*module, abis))
+  if (llvm::Error error = lowerToLLVM(*module, abis, /*cachingAllocator=*/true,
+                                          /*openmp=*/!noOpenMP))
     fail(llvm::toString(std::move(error)));
   if (embedWeights)
     for (auto [abi, weights] : llvm::zip(abis, model->weights))

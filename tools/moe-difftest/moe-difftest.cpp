@@ -167,8 +167,13 @@ public:
       s.sharedGate = coin();
     }
 
-    // Tokens: 0 and 1 appear regularly; sequences divide T.
-    int64_t t = index % 7 == 0 ? 0 : index % 7 == 1 ? 1 : uniform(2, 40);
+    // Tokens: 0 and 1 appear regularly, and batches large enough that
+    // experts fill several 32-row panels of the GEMM kernel (and partial
+    // ones); sequences divide T.
+    int64_t t = index % 7 == 0   ? 0
+                : index % 7 == 1 ? 1
+                : index % 7 == 2 ? uniform(41, 96)
+                                 : uniform(2, 40);
     if (r.capacity.enabled && r.capacity.group == CapacityGroupKind::Sequence) {
       s.sequenceLength = uniform(1, 8);
       t = s.sequenceLength * uniform(index % 7 == 0 ? 0 : 1, 5);

@@ -1,7 +1,7 @@
 //===- moe-run.cpp - Compile and run MoE layers of a model ----------------===//
 //
 //   moe-run --model DIR --check IO.safetensors [--mode jit|aot] [--layer N]
-//   moe-run --model DIR [--tokens T] [--seed S] [--repeat N]
+//   moe-run --model DIR [--tokens T] [--seed S] [--repeat N] [--threads N]
 //
 // Imports a Hugging Face MoE model, compiles its MoE layers for this CPU
 // (in process, or ahead of time into an object file linked into a shared
@@ -127,8 +127,9 @@ Entries compile(ModuleOp module, ArrayRef<LayerABI> abis) {
   if (llvm::Error error = emitObjectFile(module, object, options))
     fail(llvm::toString(std::move(error)));
   std::string cc = findCCompiler();
-  llvm::SmallVector<llvm::StringRef> args = {cc, "-shared", "-o", library,
-                                             object, "-lm"};
+  std::string rpath = ("-Wl,-rpath," + getOpenMPLibraryDir()).str();
+  llvm::SmallVector<llvm::StringRef> args = {
+      cc, "-shared", "-o", library, object, "-lm", getOpenMPLibrary(), rpath};
   std::string message;
   if (llvm::sys::ExecuteAndWait(cc, args, std::nullopt, {}, 0, 0, &message))
     fail("linking " + object + " failed: " + message);
@@ -377,7 +378,11 @@ void runRandom(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   cl::HideUnrelatedOptions(category);
+  cl::opt<int> &numThreads = addThreadsOption(category);
   cl::ParseCommandLineOptions(argc, argv, "moe-mlir model runner\n");
+  if (numThreads < 0)
+    fail("--threads must be 0 or more");
+  setNumThreads(numThreads);
 
   std::optional<int64_t> layer;
   if (onlyLayer >= 0)

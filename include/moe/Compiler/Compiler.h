@@ -7,6 +7,7 @@
 
 #include "mlir/IR/BuiltinOps.h"
 
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
 
 #include <memory>
@@ -26,9 +27,27 @@ void registerCompilerDialects(DialectRegistry &registry);
 /// plain C entry points of `layers`. With `cachingAllocator`, temporaries
 /// come from a module-internal allocator that keeps freed blocks for reuse
 /// (see Compiler.cpp); without it, from malloc/free, so buffers a function
-/// returns can be released with free().
+/// returns can be released with free(). With `openmp`, the kernels'
+/// parallel loops run on the OpenMP runtime (link or load libomp, see
+/// getOpenMPLibrary); without it they run on the calling thread.
 llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
-                        bool cachingAllocator = true);
+                        bool cachingAllocator = true, bool openmp = true);
+
+/// The OpenMP runtime generated code calls (`__kmpc_*`): the library's
+/// path and directory, for linking objects into programs (link the path,
+/// add the directory as an rpath).
+llvm::StringRef getOpenMPLibrary();
+llvm::StringRef getOpenMPLibraryDir();
+
+/// Threads the parallel loops of generated code use from now on (OpenMP's
+/// `omp_set_num_threads`); 0 leaves the runtime's default (OMP_NUM_THREADS,
+/// else one per core).
+void setNumThreads(int threads);
+
+/// Registers the tools' `--threads N` option in `category` (call before
+/// parsing the command line). libLLVM registers an unrelated hidden
+/// `threads` option of its own; it is renamed out of the way.
+llvm::cl::opt<int> &addThreadsOption(llvm::cl::OptionCategory &category);
 
 struct CodegenOptions {
   /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.

@@ -1,22 +1,38 @@
 // RUN: moe-opt --moe-lower-to-loops --split-input-file --verify-diagnostics %s | FileCheck %s
 
-// The grouped matmul is one GEMM per expert over that expert's rows: for
-// f32 a register-blocked micro-kernel (4 x 4 accumulators of 16 lanes, k
-// read straight from the [out, in] weight of expert e), then the epilogue.
+// The f32 grouped matmul packs each expert's rows (read through the gather
+// map) into k-major panels of 32 rows, one parallel work item per expert,
+// then runs (column chunk, expert) work items in parallel: per block of
+// panels, per column block, per panel, 24 vector accumulators (2 x 16 rows
+// by 6 gate + 6 up weight rows read in place from expert e), SwiGLU on the
+// accumulators, and rows written back. Experts with fewer than 16 rows take
+// the dot-product path instead.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
-// CHECK: scf.for %[[E:.*]] = %{{.*}} to %c8
-// CHECK:   memref.load %{{.*}}[%[[E]]]
+// CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?x32xf32>
+// CHECK: scf.parallel (%{{.*}}) = (%c0) to (%c8)
+// CHECK:   memref.load %[[PERM:.*]][%{{.*}}] : memref<?xi32>
+// CHECK:   memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}] : memref<?x?x32xf32>
+// CHECK: scf.parallel
+// CHECK:   %[[E:.*]] = arith.remui
 // CHECK:   scf.if
-// CHECK:     scf.for {{.*}} step %c4
-// CHECK:       scf.for {{.*}} step %c4
-// CHECK:         scf.for {{.*}} step %c16 iter_args
-// CHECK-COUNT-4: vector.transfer_read %{{.*}} : memref<?x?xf32>, vector<16xf32>
-// CHECK:           vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %{{.*}}], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>
-// CHECK-COUNT-16:  vector.fma
-// CHECK:         vector.reduction <add>, %{{.*}} fastmath<reassoc>
-// CHECK:     math.exp
+// CHECK:     scf.for %[[BLOCK:.*]] = {{.*}} {
+// CHECK:       scf.for %[[JB:.*]] = {{.*}} {
+// CHECK:         scf.for %[[P:.*]] = %[[BLOCK]] to {{.*}} {
+// CHECK:           scf.for %[[K:.*]] = {{.*}} iter_args
+// CHECK-COUNT-2: vector.load %{{.*}}[%[[P]], %[[K]], %{{.*}}] : memref<?x?x32xf32>, vector<16xf32>
+// CHECK:         memref.load %{{.*}}[%[[E]], %{{.*}}, %[[K]]] : memref<8x256x64xf32>
+// CHECK-NEXT:    vector.broadcast
+// CHECK-NEXT:    vector.fma
+// CHECK-NEXT:    vector.fma
+// CHECK-COUNT-22: vector.fma
+// CHECK:       math.exp %{{.*}} : vector<16xf32>
+// CHECK:       vector.extract
+// CHECK:   } else {
+// CHECK:     vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<16xf32>
+// CHECK:     vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %{{.*}}], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>
+// CHECK:     vector.reduction <add>, %{{.*}} fastmath<reassoc>
 // CHECK: bufferization.to_tensor %{{.*}} restrict writable
 func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,
                           %offsets: tensor<9xi32>, %perm: tensor<?xi32>) -> tensor<?x128xf32> {

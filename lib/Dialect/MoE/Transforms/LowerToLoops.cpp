@@ -3,10 +3,11 @@
 // Lowers every `moe` op to upstream dialects for the CPU:
 //
 // * `moe.gate` becomes a `linalg.generic` contraction on tensors;
-// * `moe.grouped_matmul` becomes one `linalg.generic` GEMM per expert over
-//   that expert's rows of the dispatch plan (a subview), with the epilogue
-//   applied as the rows are written back: the grouped-GEMM structure later
-//   tiling, vectorization and threading passes work on;
+// * `moe.grouped_matmul` on f32 becomes a packing loop and a parallel loop
+//   of register-tiled vector kernels (see "the panel kernel" below); other
+//   precisions one `linalg.generic` GEMM per expert over that expert's rows
+//   of the dispatch plan (a subview), with the epilogue applied as the rows
+//   are written back;
 // * the routing, plan, combine and statistics ops are short loop nests
 //   (`scf.for` over `memref`), one pass over the tokens each;
 // * `moe.experts` becomes an `scf.for` over experts with the region inlined.
@@ -41,6 +42,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <tuple>
 
 namespace mlir::moe {
 #define GEN_PASS_DEF_MOELOWERTOLOOPS
@@ -104,18 +106,21 @@ public:
     return arith::SIToFPOp::create(b, b.getF32Type(), v);
   }
 
-  // Arithmetic.
+  // Arithmetic, on scalars or vectors.
+  static bool isFloat(Value v) {
+    return isa<FloatType>(getElementTypeOrSelf(v.getType()));
+  }
   Value add(Value x, Value y) {
-    return isa<FloatType>(x.getType()) ? (Value)arith::AddFOp::create(b, x, y)
-                                       : (Value)arith::AddIOp::create(b, x, y);
+    return isFloat(x) ? (Value)arith::AddFOp::create(b, x, y)
+                      : (Value)arith::AddIOp::create(b, x, y);
   }
   Value sub(Value x, Value y) {
-    return isa<FloatType>(x.getType()) ? (Value)arith::SubFOp::create(b, x, y)
-                                       : (Value)arith::SubIOp::create(b, x, y);
+    return isFloat(x) ? (Value)arith::SubFOp::create(b, x, y)
+                      : (Value)arith::SubIOp::create(b, x, y);
   }
   Value mul(Value x, Value y) {
-    return isa<FloatType>(x.getType()) ? (Value)arith::MulFOp::create(b, x, y)
-                                       : (Value)arith::MulIOp::create(b, x, y);
+    return isFloat(x) ? (Value)arith::MulFOp::create(b, x, y)
+                      : (Value)arith::MulIOp::create(b, x, y);
   }
   Value div(Value x, Value y) { return arith::DivFOp::create(b, x, y); }
   Value exp(Value x) { return math::ExpOp::create(b, x); }
@@ -136,14 +141,12 @@ public:
     return arith::CmpIOp::create(b, p, x, y);
   }
   Value gt(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? cmpf(arith::CmpFPredicate::OGT, x, y)
-               : cmpi(arith::CmpIPredicate::sgt, x, y);
+    return isFloat(x) ? cmpf(arith::CmpFPredicate::OGT, x, y)
+                      : cmpi(arith::CmpIPredicate::sgt, x, y);
   }
   Value lt(Value x, Value y) {
-    return isa<FloatType>(x.getType())
-               ? cmpf(arith::CmpFPredicate::OLT, x, y)
-               : cmpi(arith::CmpIPredicate::slt, x, y);
+    return isFloat(x) ? cmpf(arith::CmpFPredicate::OLT, x, y)
+                      : cmpi(arith::CmpIPredicate::slt, x, y);
   }
   Value ge(Value x, Value y) { return cmpi(arith::CmpIPredicate::sge, x, y); }
   Value eq(Value x, Value y) { return cmpi(arith::CmpIPredicate::eq, x, y); }
@@ -194,9 +197,9 @@ public:
   /// Loads a float element as f32.
   Value loadF(Value memref, ValueRange ivs) {
     Value v = load(memref, ivs);
-    return v.getType().isF32() ? v
-                               : (Value)arith::ExtFOp::create(
-                                     b, b.getF32Type(), v);
+    return v.getType().isF32()
+               ? v
+               : (Value)arith::ExtFOp::create(b, b.getF32Type(), v);
   }
   void store(Value v, Value memref, ValueRange ivs) {
     memref::StoreOp::create(b, v, memref, ivs);
@@ -216,16 +219,18 @@ public:
   }
 
   // Control flow.
-  void loop(Value lb, Value ub, function_ref<void(Value)> body) {
-    auto forOp = scf::ForOp::create(b, lb, ub, idx(1));
+  void loop(Value lb, Value ub, function_ref<void(Value)> body,
+            int64_t step = 1) {
+    auto forOp = scf::ForOp::create(b, lb, ub, idx(step));
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPoint(forOp.getBody()->getTerminator());
     body(forOp.getInductionVar());
   }
   SmallVector<Value>
   loop(Value lb, Value ub, ValueRange inits,
-       function_ref<SmallVector<Value>(Value, ValueRange)> body) {
-    auto forOp = scf::ForOp::create(b, lb, ub, idx(1), inits);
+       function_ref<SmallVector<Value>(Value, ValueRange)> body,
+       int64_t step = 1) {
+    auto forOp = scf::ForOp::create(b, lb, ub, idx(step), inits);
     {
       OpBuilder::InsertionGuard guard(b);
       Block *block = forOp.getBody();
@@ -271,8 +276,7 @@ public:
   /// `do { carried = body(carried) } while (cond(carried))`: `body`
   /// returns the next carried values followed by the i1 condition.
   SmallVector<Value>
-  doWhile(ValueRange inits,
-          function_ref<SmallVector<Value>(ValueRange)> body) {
+  doWhile(ValueRange inits, function_ref<SmallVector<Value>(ValueRange)> body) {
     auto whileOp = scf::WhileOp::create(
         b, inits.getTypes(), inits,
         [&](OpBuilder &, Location, ValueRange args) {
@@ -289,20 +293,20 @@ public:
   /// Index of the largest `score(i)` over `i` in [lb, ub) with
   /// `eligible(i)`; ties go to the lower index. Returns (-1 as index, -inf)
   /// when nothing is eligible. Scores must already be NaN-free.
-  std::pair<Value, Value>
-  argmax(Value lb, Value ub, function_ref<Value(Value)> eligible,
-         function_ref<Value(Value)> score) {
+  std::pair<Value, Value> argmax(Value lb, Value ub,
+                                 function_ref<Value(Value)> eligible,
+                                 function_ref<Value(Value)> score) {
     Value none = idx(-1);
-    SmallVector<Value> result = loop(
-        lb, ub, ValueRange{none, f32(-INFINITY)},
-        [&](Value i, ValueRange carried) -> SmallVector<Value> {
-          Value best = carried[0], bestScore = carried[1];
-          Value s = score(i);
-          Value first = eq(best, none);
-          Value better = orI(first, gt(s, bestScore));
-          Value take = andI(eligible(i), better);
-          return {select(take, i, best), select(take, s, bestScore)};
-        });
+    SmallVector<Value> result =
+        loop(lb, ub, ValueRange{none, f32(-INFINITY)},
+             [&](Value i, ValueRange carried) -> SmallVector<Value> {
+               Value best = carried[0], bestScore = carried[1];
+               Value s = score(i);
+               Value first = eq(best, none);
+               Value better = orI(first, gt(s, bestScore));
+               Value take = andI(eligible(i), better);
+               return {select(take, i, best), select(take, s, bestScore)};
+             });
     return {result[0], result[1]};
   }
 };
@@ -325,12 +329,11 @@ Value toTensor(ImplicitLocOpBuilder &b, Value memref, Type tensorType) {
 void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
                     function_ref<void(Value, Value)> store) {
   Value zero = em.idx(0);
-  Value maxv =
-      em.loop(zero, n, ValueRange{em.f32(-INFINITY)},
-              [&](Value e, ValueRange c) -> SmallVector<Value> {
-                Value l = em.sanitize(em.loadF(logits, {t, e}));
-                return {em.select(em.gt(l, c[0]), l, c[0])};
-              })[0];
+  Value maxv = em.loop(zero, n, ValueRange{em.f32(-INFINITY)},
+                       [&](Value e, ValueRange c) -> SmallVector<Value> {
+                         Value l = em.sanitize(em.loadF(logits, {t, e}));
+                         return {em.select(em.gt(l, c[0]), l, c[0])};
+                       })[0];
   Value isNegInf = em.cmpf(arith::CmpFPredicate::OEQ, maxv, em.f32(-INFINITY));
   maxv = em.select(isNegInf, em.f32(0.0), maxv);
   Value sum = em.loop(zero, n, ValueRange{em.f32(0.0)},
@@ -359,8 +362,8 @@ constexpr int64_t kBlockRows = 4, kBlockCols = 4, kLanes = 16;
 /// accumulators of 16 lanes, k in steps of 16 with the tail read
 /// zero-padded. Rows and columns past the edges re-read the last valid
 /// one and are not stored.
-void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w,
-                   Value e, Value cols, Value depth, Value acc) {
+void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w, Value e,
+                   Value cols, Value depth, Value acc) {
   ImplicitLocOpBuilder &b = em.b;
   Value zero = em.idx(0), one = em.idx(1);
   auto vecType = VectorType::get({kLanes}, b.getF32Type());
@@ -368,61 +371,62 @@ void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w,
   Value zeroVec = arith::ConstantOp::create(
       b, DenseElementsAttr::get(vecType, b.getF32FloatAttr(0.0)));
   Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
-  auto forStep = [&](Value lb, Value ub, int64_t step,
-                     function_ref<void(Value)> body) {
-    auto forOp = scf::ForOp::create(b, lb, ub, em.idx(step));
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPoint(forOp.getBody()->getTerminator());
-    body(forOp.getInductionVar());
-  };
-  forStep(lo, hi, kBlockRows, [&](Value i0) {
-    SmallVector<Value> rows;
-    for (int64_t r = 0; r < kBlockRows; ++r)
-      rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
-    forStep(zero, cols, kBlockCols, [&](Value j0) {
-      SmallVector<Value> colIdx;
-      for (int64_t c = 0; c < kBlockCols; ++c)
-        colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
-      SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
-      auto forOp = scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToEnd(forOp.getBody());
-        Value k0 = forOp.getInductionVar();
-        SmallVector<Value> aVec, wVec;
-        for (Value row : rows)
-          aVec.push_back(vector::TransferReadOp::create(
-              b, vecType, a, ValueRange{row, k0}, pad,
-              ArrayRef<bool>{false}));
-        for (Value col : colIdx) {
-          SmallVector<Value> idx = {col, k0};
-          if (e)
-            idx.insert(idx.begin(), e);
-          wVec.push_back(vector::TransferReadOp::create(
-              b, vecType, w, idx, pad, ArrayRef<bool>{false}));
-        }
-        SmallVector<Value> next;
+  em.loop(
+      lo, hi,
+      [&](Value i0) {
+        SmallVector<Value> rows;
         for (int64_t r = 0; r < kBlockRows; ++r)
-          for (int64_t c = 0; c < kBlockCols; ++c)
-            next.push_back(vector::FMAOp::create(
-                b, vecType, aVec[r], wVec[c],
-                forOp.getRegionIterArgs()[r * kBlockCols + c]));
-        scf::YieldOp::create(b, next);
-      }
-      for (int64_t r = 0; r < kBlockRows; ++r) {
-        Value i = em.add(i0, em.idx(r));
-        for (int64_t c = 0; c < kBlockCols; ++c) {
-          Value j = em.add(j0, em.idx(c));
-          Value sum = vector::ReductionOp::create(
-              b, vector::CombiningKind::ADD,
-              forOp.getResult(r * kBlockCols + c),
-              arith::FastMathFlags::reassoc);
-          em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)),
-                    [&] { em.store(sum, acc, {i, j}); });
-        }
-      }
-    });
-  });
+          rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
+        em.loop(
+            zero, cols,
+            [&](Value j0) {
+              SmallVector<Value> colIdx;
+              for (int64_t c = 0; c < kBlockCols; ++c)
+                colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
+              SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
+              auto forOp =
+                  scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
+              {
+                OpBuilder::InsertionGuard guard(b);
+                b.setInsertionPointToEnd(forOp.getBody());
+                Value k0 = forOp.getInductionVar();
+                SmallVector<Value> aVec, wVec;
+                for (Value row : rows)
+                  aVec.push_back(vector::TransferReadOp::create(
+                      b, vecType, a, ValueRange{row, k0}, pad,
+                      ArrayRef<bool>{false}));
+                for (Value col : colIdx) {
+                  SmallVector<Value> idx = {col, k0};
+                  if (e)
+                    idx.insert(idx.begin(), e);
+                  wVec.push_back(vector::TransferReadOp::create(
+                      b, vecType, w, idx, pad, ArrayRef<bool>{false}));
+                }
+                SmallVector<Value> next;
+                for (int64_t r = 0; r < kBlockRows; ++r)
+                  for (int64_t c = 0; c < kBlockCols; ++c)
+                    next.push_back(vector::FMAOp::create(
+                        b, vecType, aVec[r], wVec[c],
+                        forOp.getRegionIterArgs()[r * kBlockCols + c]));
+                scf::YieldOp::create(b, next);
+              }
+              for (int64_t r = 0; r < kBlockRows; ++r) {
+                Value i = em.add(i0, em.idx(r));
+                for (int64_t c = 0; c < kBlockCols; ++c) {
+                  Value j = em.add(j0, em.idx(c));
+                  Value sum = vector::ReductionOp::create(
+                      b, vector::CombiningKind::ADD,
+                      forOp.getResult(r * kBlockCols + c),
+                      arith::FastMathFlags::reassoc);
+                  em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)), [&] {
+                    em.store(sum, acc, {i, j});
+                  });
+                }
+              }
+            },
+            kBlockCols);
+      },
+      kBlockRows);
 }
 
 /// The f32 gate on the dot-product micro-kernel: logits = x . Wg^T (+ b).
@@ -495,8 +499,7 @@ Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
     logits = linalg::GenericOp::create(
                  b, TypeRange{out.getType()}, ValueRange{logits, bias},
                  ValueRange{out}, biasMaps,
-                 {utils::IteratorType::parallel,
-                  utils::IteratorType::parallel},
+                 {utils::IteratorType::parallel, utils::IteratorType::parallel},
                  [](OpBuilder &nb, Location loc, ValueRange args) {
                    Value sum = arith::AddFOp::create(nb, loc, args[0], args[1]);
                    linalg::YieldOp::create(nb, loc, sum);
@@ -521,10 +524,10 @@ void emitHashRoute(Emitter &em, Value ids, Value table, Value indices,
   em.loop(zero, numTokens, [&](Value t) {
     Value id = em.toI64(em.load(ids, {t}));
     Value valid = em.inRange(id, zero, vocab);
-    Value expert =
-        em.ifValue(em.b.getI32Type(), valid,
-                   [&] { return em.load(table, {em.toIndex(id)}); },
-                   [&] { return em.i32(-1); });
+    Value expert = em.ifValue(
+        em.b.getI32Type(), valid,
+        [&] { return em.load(table, {em.toIndex(id)}); },
+        [&] { return em.i32(-1); });
     em.store(expert, indices, {t, zero});
     em.store(em.select(valid, em.f32(1.0), em.f32(0.0)), weights, {t, zero});
   });
@@ -541,16 +544,17 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
                          em.b.getF32Type(), {numTokens, numCols});
   Value row = em.alloc({ShapedType::kDynamic}, em.b.getF32Type(), {numCols});
   em.loop(zero, numTokens, [&](Value t) {
-    emitSoftmaxRow(em, logits, t, numCols, row,
-                   [&](Value e, Value p) { em.store(p, probs, {t, e}); });
+    emitSoftmaxRow(em, logits, t, numCols, row, [&](Value e, Value p) {
+      em.store(p, probs, {t, e});
+    });
   });
   em.fill(indices, em.i32(-1));
   em.fill(weights, em.f32(0.0));
 
   // C = min(T, ceil(T * factor / E)).
   double factor = router.getCapacityFactor().getValueAsDouble();
-  Value scaled = em.div(
-      em.mul(em.indexToF64(numTokens), em.f64(factor)), em.f64(numExperts));
+  Value scaled = em.div(em.mul(em.indexToF64(numTokens), em.f64(factor)),
+                        em.f64(numExperts));
   Value capacity = em.toIndex(em.ceilCapacity(scaled));
   capacity = em.minI(em.maxI(capacity, zero), numTokens);
 
@@ -559,8 +563,12 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
     em.loop(zero, capacity, [&](Value) {
       std::pair<Value, Value> choice = em.argmax(
           zero, numTokens,
-          [&](Value t) { return em.eq(em.load(indices, {t, e}), em.i32(-1)); },
-          [&](Value t) { return em.load(probs, {t, e}); });
+          [&](Value t) {
+            return em.eq(em.load(indices, {t, e}), em.i32(-1));
+          },
+          [&](Value t) {
+            return em.load(probs, {t, e});
+          });
       Value best = choice.first, bestScore = choice.second;
       em.ifThen(em.ge(best, zero), [&] {
         em.store(e32, indices, {best, e});
@@ -574,8 +582,7 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
 /// limit, then `slots` rounds of argmax with ties to the lower index.
 void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
                           Value bias, Value indices, Value weights,
-                          Value numTokens, int64_t numExperts,
-                          int64_t slots) {
+                          Value numTokens, int64_t numExperts, int64_t slots) {
   ImplicitLocOpBuilder &b = em.b;
   Value zero = em.idx(0);
   Value numCols = em.dim(logits, 1);
@@ -628,35 +635,37 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
       int64_t groupSize = numExperts / nGroup;
       em.loop(zero, em.idx(nGroup), [&](Value g) {
         Value start = em.mul(g, em.idx(groupSize));
-        SmallVector<Value> best = em.loop(
-            zero, em.idx(groupSize),
-            ValueRange{em.f32(-INFINITY), em.f32(-INFINITY)},
-            [&](Value i, ValueRange c) -> SmallVector<Value> {
-              Value v = em.load(select, {em.add(start, i)});
-              Value above1 = em.gt(v, c[0]);
-              Value above2 = em.gt(v, c[1]);
-              Value first = em.select(above1, v, c[0]);
-              Value second =
-                  em.select(above1, c[0], em.select(above2, v, c[1]));
-              return {first, second};
-            });
+        SmallVector<Value> best =
+            em.loop(zero, em.idx(groupSize),
+                    ValueRange{em.f32(-INFINITY), em.f32(-INFINITY)},
+                    [&](Value i, ValueRange c) -> SmallVector<Value> {
+                      Value v = em.load(select, {em.add(start, i)});
+                      Value above1 = em.gt(v, c[0]);
+                      Value above2 = em.gt(v, c[1]);
+                      Value first = em.select(above1, v, c[0]);
+                      Value second =
+                          em.select(above1, c[0], em.select(above2, v, c[1]));
+                      return {first, second};
+                    });
         Value score = groupSize >= 2 ? em.add(best[0], best[1]) : best[0];
         em.store(score, groupScores, {g});
         em.store(em.i32(0), groupKept, {g});
       });
       em.loop(zero, em.idx(router.getTopkGroup()), [&](Value) {
         Value g = em.argmax(
-            zero, em.idx(nGroup),
-            [&](Value gi) { return em.eq(em.load(groupKept, {gi}), em.i32(0)); },
-            [&](Value gi) { return em.load(groupScores, {gi}); }).first;
-        em.ifThen(em.ge(g, zero),
-                  [&] { em.store(em.i32(1), groupKept, {g}); });
+                        zero, em.idx(nGroup),
+                        [&](Value gi) {
+                          return em.eq(em.load(groupKept, {gi}), em.i32(0));
+                        },
+                        [&](Value gi) { return em.load(groupScores, {gi}); })
+                      .first;
+        em.ifThen(em.ge(g, zero), [&] { em.store(em.i32(1), groupKept, {g}); });
       });
       em.loop(zero, E, [&](Value e) {
         Value g = arith::DivUIOp::create(b, e, em.idx(groupSize));
         Value kept = em.load(groupKept, {g});
-        em.store(em.select(em.eq(kept, em.i32(1)), em.i32(0), em.i32(1)),
-                 taken, {e});
+        em.store(em.select(em.eq(kept, em.i32(1)), em.i32(0), em.i32(1)), taken,
+                 {e});
       });
     }
     // Slots in descending key order.
@@ -666,9 +675,12 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
         zero, em.idx(slots), ValueRange{mass},
         [&](Value j, ValueRange c) -> SmallVector<Value> {
           Value best = em.argmax(
-              zero, numCols,
-              [&](Value e) { return em.eq(em.load(taken, {e}), em.i32(0)); },
-              [&](Value e) { return em.load(select, {e}); }).first;
+                             zero, numCols,
+                             [&](Value e) {
+                               return em.eq(em.load(taken, {e}), em.i32(0));
+                             },
+                             [&](Value e) { return em.load(select, {e}); })
+                           .first;
           Value found = em.ge(best, zero);
           Value use = found;
           if (topP)
@@ -677,8 +689,7 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
               f32, use, [&] { return em.load(scores, {best}); },
               [&] { return em.f32(0.0); });
           em.ifThen(found, [&] { em.store(em.i32(1), taken, {best}); });
-          em.store(em.select(use, em.toI32(best), em.i32(-1)), indices,
-                   {t, j});
+          em.store(em.select(use, em.toI32(best), em.i32(-1)), indices, {t, j});
           em.store(weight, weights, {t, j});
           return {em.add(c[0], weight)};
         });
@@ -690,13 +701,13 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
                              Value l = em.load(weights, {t, j});
                              return {em.select(em.gt(l, c[0]), l, c[0])};
                            })[0];
-      Value sum = em.loop(zero, slotsV, ValueRange{em.f32(0.0)},
-                          [&](Value j, ValueRange c) -> SmallVector<Value> {
-                            Value x =
-                                em.exp(em.sub(em.load(weights, {t, j}), maxv));
-                            em.store(x, weights, {t, j});
-                            return {em.add(c[0], x)};
-                          })[0];
+      Value sum =
+          em.loop(zero, slotsV, ValueRange{em.f32(0.0)},
+                  [&](Value j, ValueRange c) -> SmallVector<Value> {
+                    Value x = em.exp(em.sub(em.load(weights, {t, j}), maxv));
+                    em.store(x, weights, {t, j});
+                    return {em.add(c[0], x)};
+                  })[0];
       em.loop(zero, slotsV, [&](Value j) {
         em.store(em.div(em.load(weights, {t, j}), sum), weights, {t, j});
       });
@@ -726,8 +737,8 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
 /// O(T^2 * columns): the correctness-first lowering; weight =
 /// sigmoid(logit). NaN logits count as -inf; infinite logits are clamped to
 /// +-1e30 so the potentials stay finite.
-void emitBalancedRoute(Emitter &em, Value logits, Value indices,
-                       Value weights, Value numTokens, int64_t numExperts) {
+void emitBalancedRoute(Emitter &em, Value logits, Value indices, Value weights,
+                       Value numTokens, int64_t numExperts) {
   ImplicitLocOpBuilder &b = em.b;
   Type f64 = b.getF64Type();
   Value zero = em.idx(0), one = em.idx(1);
@@ -735,11 +746,11 @@ void emitBalancedRoute(Emitter &em, Value logits, Value indices,
   em.fill(indices, em.i32(-1));
   em.fill(weights, em.f32(0.0));
   Value E = em.idx(numExperts);
-  Value cap = arith::DivUIOp::create(
-      b, em.add(numTokens, em.sub(E, one)), E); // ceil(T / E)
-  Value slots = em.mul(numCols, cap);            // m
-  Value size = em.add(slots, one);               // columns 0..m
-  Value rows = em.add(numTokens, one);           // rows 0..n
+  Value cap = arith::DivUIOp::create(b, em.add(numTokens, em.sub(E, one)),
+                                     E); // ceil(T / E)
+  Value slots = em.mul(numCols, cap);    // m
+  Value size = em.add(slots, one);       // columns 0..m
+  Value rows = em.add(numTokens, one);   // rows 0..n
   Value u = em.alloc({ShapedType::kDynamic}, f64, {rows});
   Value v = em.alloc({ShapedType::kDynamic}, f64, {size});
   Value minv = em.alloc({ShapedType::kDynamic}, f64, {size});
@@ -806,8 +817,8 @@ void emitBalancedRoute(Emitter &em, Value logits, Value indices,
                 });
           });
           Value next = em.add(round, one);
-          Value open = em.cmpi(arith::CmpIPredicate::ne, em.load(p, {j1}),
-                               zero);
+          Value open =
+              em.cmpi(arith::CmpIPredicate::ne, em.load(p, {j1}), zero);
           Value again = em.andI(open, em.lt(next, size));
           return {j1, next, again};
         })[0];
@@ -923,8 +934,7 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
     Value begin = zero, end = numTokens;
     if (groups) {
       begin = em.clampIndex(em.load(groups, {g}), zero, numTokens);
-      end = em.clampIndex(em.load(groups, {em.add(g, one)}), begin,
-                          numTokens);
+      end = em.clampIndex(em.load(groups, {em.add(g, one)}), begin, numTokens);
     }
     Value groupTokens = em.sub(end, begin);
     // Capacity of one expert in this group (never binding without one).
@@ -935,9 +945,9 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
       } else {
         double factor = capacity.getFactor().getValueAsDouble();
         // In the order of CapacityAttr::computeCapacity: f * (n * K / E).
-        Value balanced = em.div(em.mul(em.indexToF64(groupTokens),
-                                       em.indexToF64(slots)),
-                                em.f64(numExperts));
+        Value balanced =
+            em.div(em.mul(em.indexToF64(groupTokens), em.indexToF64(slots)),
+                   em.f64(numExperts));
         Value scaled = em.mul(em.f64(factor), balanced);
         cap = em.toI32(em.ceilCapacity(scaled));
       }
@@ -967,31 +977,31 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
                 if (policy != OverflowPolicy::reroute || !scores)
                   return; // dropped: dest stays -1
                 // Next-best expert with room that the token has not chosen.
-                Value alt = em.argmax(
-                    zero, E,
-                    [&](Value c) {
-                      Value c32 = em.toI32(c);
-                      Value hasRoom = em.lt(em.load(count, {c}), cap);
-                      Value chosen =
-                          em.loop(zero, slots, ValueRange{hasRoom},
-                                  [&](Value jj, ValueRange cc)
-                                      -> SmallVector<Value> {
-                                    Value original =
-                                        em.eq(em.load(indices, {t, jj}), c32);
-                                    Value earlier = em.andI(
-                                        em.cmpi(arith::CmpIPredicate::slt, jj,
-                                                j),
-                                        em.eq(em.load(dest, {t, jj}), c32));
-                                    Value clash = em.orI(original, earlier);
-                                    return {em.andI(cc[0], em.notI(clash))};
-                                  })[0];
-                      return chosen;
-                    },
-                    [&](Value c) {
-                      return em.sanitize(em.loadF(scores, {t, c}));
-                    }).first;
-                em.ifThen(em.ge(alt, zero),
-                          [&] { serve(em.toI32(alt), alt); });
+                Value alt =
+                    em.argmax(
+                          zero, E,
+                          [&](Value c) {
+                            Value c32 = em.toI32(c);
+                            Value hasRoom = em.lt(em.load(count, {c}), cap);
+                            Value chosen = em.loop(
+                                zero, slots, ValueRange{hasRoom},
+                                [&](Value jj,
+                                    ValueRange cc) -> SmallVector<Value> {
+                                  Value original =
+                                      em.eq(em.load(indices, {t, jj}), c32);
+                                  Value earlier = em.andI(
+                                      em.cmpi(arith::CmpIPredicate::slt, jj, j),
+                                      em.eq(em.load(dest, {t, jj}), c32));
+                                  Value clash = em.orI(original, earlier);
+                                  return {em.andI(cc[0], em.notI(clash))};
+                                })[0];
+                            return chosen;
+                          },
+                          [&](Value c) {
+                            return em.sanitize(em.loadF(scores, {t, c}));
+                          })
+                        .first;
+                em.ifThen(em.ge(alt, zero), [&] { serve(em.toI32(alt), alt); });
               });
         });
       });
@@ -1030,7 +1040,9 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
             em.store(em.toI32(t), perm, {em.toIndex(row)});
             em.store(row, rows, {t, j});
           },
-          [&] { em.store(d, rows, {t, j}); });
+          [&] {
+            em.store(d, rows, {t, j});
+          });
     });
   });
   results.push_back(toTensor(b, perm, permType));
@@ -1042,8 +1054,8 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
 // moe.grouped_matmul
 //===----------------------------------------------------------------------===//
 
-Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i,
-                    Value j, Value width, Value rowScale, Value row) {
+Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
+                    Value width, Value rowScale, Value row) {
   Value v = em.loadF(acc, {i, j});
   switch (epilogue) {
   case Epilogue::none:
@@ -1064,7 +1076,395 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i,
   llvm_unreachable("unknown epilogue");
 }
 
+//===----------------------------------------------------------------------===//
+// moe.grouped_matmul, f32: the panel kernel
+//===----------------------------------------------------------------------===//
+//
+// Each expert's rows are packed (through the gather map, so no permuted copy
+// of the tokens exists) into panels of 32 rows stored k-major:
+// `panels[p, k, 0..31]`. The register tile is 32 rows (two vectors of 16
+// lanes) by 12 weight rows, 24 vector accumulators: per k it loads the two
+// panel vectors and broadcasts 12 scalars of W, read in place in the
+// checkpoint's `[out, in]` layout, so weights need no repacking. For
+// `silu_glu` the 12 weight rows are 6 gate rows and the 6 matching up rows,
+// and the activation runs on the accumulators (the GEMM epilogue).
+//
+// Experts with fewer than kPanelMinRows rows (decode) take a dot-product
+// kernel instead that streams each weight row once along k.
+//
+// Work items are (column block, expert) pairs in one `scf.parallel`, column
+// block major, so a static split gives every thread an equal share of every
+// expert's columns however skewed the expert loads are.
+
+/// Work items per expert along the columns, and the bytes of token panels
+/// kept in L2 while weight tiles stream past them.
+constexpr int64_t kColumnChunks = 4, kPanelBlockBytes = 512 * 1024;
+constexpr int64_t kPanelVecs = 2, kPanelRows = kPanelVecs * kLanes,
+                  kTileCols = 12, kPanelMinRows = 16;
+
+VectorType vec16(OpBuilder &b) {
+  return VectorType::get({kLanes}, b.getF32Type());
+}
+
+/// `scf.parallel` over [lb, ub) with unit step.
+void parallelLoop(Emitter &em, Value lb, Value ub,
+                  function_ref<void(Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto par = scf::ParallelOp::create(b, ValueRange{lb}, ValueRange{ub},
+                                     ValueRange{em.idx(1)});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0]);
+}
+
+/// The epilogue on vectors (or scalars) of accumulators: `acc` holds the
+/// tile's columns (for silu_glu the gate columns then the up columns);
+/// returns one value per output column.
+SmallVector<Value> tileEpilogue(Emitter &em, Epilogue epilogue,
+                                ArrayRef<Value> acc, Value scale) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto splat = [&](Value like, double v) -> Value {
+    if (auto vt = dyn_cast<VectorType>(like.getType()))
+      return arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vt, b.getF32FloatAttr(v)));
+    return em.f32(v);
+  };
+  SmallVector<Value> out;
+  if (epilogue == Epilogue::silu_glu) {
+    size_t half = acc.size() / 2;
+    for (size_t i = 0; i < half; ++i) {
+      Value g = acc[i], one = splat(g, 1.0);
+      Value sig = em.div(one, em.add(one, em.exp(arith::NegFOp::create(b, g))));
+      out.push_back(em.mul(em.mul(g, sig), acc[i + half]));
+    }
+    return out;
+  }
+  for (Value v : acc) {
+    switch (epilogue) {
+    case Epilogue::none:
+    case Epilogue::silu_glu:
+      break;
+    case Epilogue::gelu: {
+      Value erf = math::ErfOp::create(b, em.mul(v, splat(v, M_SQRT1_2)));
+      v = em.mul(em.mul(splat(v, 0.5), v), em.add(splat(v, 1.0), erf));
+      break;
+    }
+    case Epilogue::relu: {
+      Value z = splat(v, 0.0);
+      v = em.select(em.cmpf(arith::CmpFPredicate::OGT, v, z), v, z);
+      break;
+    }
+    case Epilogue::scale:
+      v = em.mul(v, scale);
+      break;
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0), one = em.idx(1);
+  Value x = toBuffer(b, op.getInput());
+  Value w = toBuffer(b, op.getWeight());
+  Value offsets = toBuffer(b, op.getOffsets());
+  Value gather = op.getGather() ? toBuffer(b, op.getGather()) : Value();
+  Value rowScale = op.getRowScale() ? toBuffer(b, op.getRowScale()) : Value();
+  Epilogue epilogue = op.getEpilogue();
+  bool glu = epilogue == Epilogue::silu_glu;
+  Value E = em.idx(op.getNumExperts());
+  Value numRows = em.dim(gather ? gather : x, 0);
+  Value inputRows = em.dim(x, 0);
+  Value depth = em.dim(x, 1);
+  Value wRows = em.dim(w, 1);
+  Value width =
+      glu ? (Value)arith::DivUIOp::create(b, wRows, em.idx(2)) : wRows;
+  if (!resultType.isDynamicDim(1))
+    width = em.idx(resultType.getDimSize(1));
+  SmallVector<Value> dyn;
+  if (resultType.isDynamicDim(0))
+    dyn.push_back(numRows);
+  if (resultType.isDynamicDim(1))
+    dyn.push_back(width);
+  Value out = em.allocLike(resultType, dyn);
+  VectorType vt = vec16(b);
+  Value zeroVec = arith::ConstantOp::create(
+      b, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0)));
+  Value panelRows = em.idx(kPanelRows);
+
+  auto expertRows = [&](Value e) -> std::pair<Value, Value> {
+    Value lo = em.clampIndex(em.load(offsets, {e}), zero, numRows);
+    Value hi = em.clampIndex(em.load(offsets, {em.add(e, one)}), lo, numRows);
+    return {lo, hi};
+  };
+  // Source row of plan row r, clamped, and whether it is valid.
+  auto sourceRow = [&](Value r) -> std::pair<Value, Value> {
+    if (!gather)
+      return {r, arith::ConstantIntOp::create(b, b.getI1Type(), 1)};
+    Value src = em.load(gather, {r});
+    Value valid = em.inRange(src, zero, inputRows);
+    return {em.clampIndex(src, zero, em.sub(inputRows, one)), valid};
+  };
+  auto ceilDiv = [&](Value v, int64_t d) {
+    return arith::DivUIOp::create(b, em.add(v, em.idx(d - 1)), em.idx(d))
+        .getResult();
+  };
+
+  // Panel starts: pstart[e] = panels of the experts before e.
+  Value pstart =
+      em.alloc({ShapedType::kDynamic}, b.getIndexType(), {em.add(E, one)});
+  em.store(zero, pstart, {zero});
+  em.loop(zero, E, [&](Value e) {
+    Value lo, hi;
+    std::tie(lo, hi) = expertRows(e);
+    Value n = em.sub(hi, lo);
+    Value panels = em.select(em.ge(n, em.idx(kPanelMinRows)),
+                             ceilDiv(n, kPanelRows), zero);
+    em.store(em.add(em.load(pstart, {e}), panels), pstart, {em.add(e, one)});
+  });
+  Value numPanels = em.load(pstart, {E});
+  Value panels =
+      em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
+               b.getF32Type(), {numPanels, depth});
+  // Pack, one expert per work item; padding rows are zero.
+  parallelLoop(em, zero, E, [&](Value e) {
+    Value lo, hi;
+    std::tie(lo, hi) = expertRows(e);
+    Value p0 = em.load(pstart, {e});
+    Value padded =
+        em.mul(em.sub(em.load(pstart, {em.add(e, one)}), p0), panelRows);
+    em.loop(zero, padded, [&](Value m) {
+      Value p = em.add(p0, arith::DivUIOp::create(b, m, panelRows));
+      Value j = arith::RemUIOp::create(b, m, panelRows);
+      Value r = em.add(lo, m);
+      em.ifThen(
+          em.lt(r, hi),
+          [&] {
+            Value src, valid;
+            std::tie(src, valid) = sourceRow(r);
+            em.loop(zero, depth, [&](Value k) {
+              Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
+              em.store(v, panels, {p, k, j});
+            });
+          },
+          [&] {
+            em.loop(zero, depth, [&](Value k) {
+              em.store(em.f32(0.0), panels, {p, k, j});
+            });
+          });
+    });
+  });
+
+  // A work item's 12 weight rows: 12 consecutive rows, or 6 gate rows and
+  // the 6 matching up rows. When the width is static and holds a whole
+  // tile, the last tile of a row is shifted back to end at the width (its
+  // overlap with the previous tile is not stored again), so the rows are
+  // one base plus constant offsets; otherwise they are clamped.
+  int64_t outCols = glu ? kTileCols / 2 : kTileCols;
+  int64_t staticWidth = resultType.getDimSize(1);
+  bool shifted = !ShapedType::isDynamic(staticWidth) && staticWidth >= outCols;
+  Value colBlocks = ceilDiv(width, outCols);
+  Value lastCol = em.sub(width, one);
+  auto tileRows = [&](Value c0) {
+    SmallVector<Value> rows;
+    for (int64_t i = 0; i < kTileCols; ++i) {
+      Value c = em.add(c0, em.idx(i % outCols));
+      if (!shifted)
+        c = em.minI(c, lastCol);
+      rows.push_back(i < outCols ? c : em.add(c, width));
+    }
+    return rows;
+  };
+  // k in whole vectors (unmasked reads), then the zero-padded tail.
+  Value depthMain =
+      em.mul(arith::DivUIOp::create(b, depth, em.idx(kLanes)), em.idx(kLanes));
+  auto dotOverK =
+      [&](ValueRange inits,
+          function_ref<SmallVector<Value>(Value, bool, ValueRange)> body) {
+        SmallVector<Value> acc = em.loop(
+            zero, depthMain, inits,
+            [&](Value k0, ValueRange c) { return body(k0, true, c); }, kLanes);
+        return em.loop(
+            depthMain, depth, acc,
+            [&](Value k0, ValueRange c) { return body(k0, false, c); }, kLanes);
+      };
+  auto readVec = [&](Value buffer, ValueRange idx, bool inBounds) -> Value {
+    return vector::TransferReadOp::create(b, vt, buffer, idx, em.f32(0.0),
+                                          ArrayRef<bool>{inBounds});
+  };
+
+  // Work items are (chunk of column blocks, expert) pairs, chunk major, so
+  // a static split of the items gives every thread the same share of every
+  // expert's columns, however skewed the expert loads are. Within an item,
+  // panels are taken in blocks that stay in L2 while the chunk's weight
+  // tiles stream past them.
+  Value chunkBlocks = ceilDiv(colBlocks, kColumnChunks);
+  Value blockPanels =
+      em.maxI(one, arith::DivUIOp::create(
+                       b, em.idx(kPanelBlockBytes),
+                       em.mul(em.maxI(depth, one), em.idx(kPanelRows * 4))));
+  parallelLoop(em, zero, em.mul(em.idx(kColumnChunks), E), [&](Value item) {
+    Value e = arith::RemUIOp::create(b, item, E);
+    Value jbLo = em.mul(arith::DivUIOp::create(b, item, E), chunkBlocks);
+    Value jbHi = em.minI(em.add(jbLo, chunkBlocks), colBlocks);
+    Value lo, hi;
+    std::tie(lo, hi) = expertRows(e);
+    Value n = em.sub(hi, lo);
+    // Runs `body` on column block jb: its weight rows, and a store of
+    // output column i of the tile that skips the columns before c0 (they
+    // belong to the previous block).
+    using StoreFn = function_ref<void(int64_t, Value, Value)>;
+    auto withTile = [&](Value jb,
+                        function_ref<void(ArrayRef<Value>, StoreFn)> body) {
+      Value c0 = em.mul(jb, em.idx(outCols));
+      Value tileStart =
+          shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
+      SmallVector<Value> wr = tileRows(tileStart);
+      auto storeCol = [&](int64_t i, Value row, Value v) {
+        Value c = em.add(tileStart, em.idx(i));
+        Value owned = em.andI(em.ge(c, c0), em.lt(c, width));
+        em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
+      };
+      body(wr, storeCol);
+    };
+    em.ifThen(
+        em.ge(n, em.idx(kPanelMinRows)),
+        [&] {
+          Value p0 = em.load(pstart, {e});
+          Value p1 = em.load(pstart, {em.add(e, one)});
+          auto blocks = scf::ForOp::create(b, p0, p1, blockPanels);
+          OpBuilder::InsertionGuard blockGuard(b);
+          b.setInsertionPoint(blocks.getBody()->getTerminator());
+          Value pm = blocks.getInductionVar();
+          Value pmHi = em.minI(em.add(pm, blockPanels), p1);
+          em.loop(jbLo, jbHi, [&](Value jb) {
+            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol) {
+              em.loop(pm, pmHi, [&](Value p) {
+                SmallVector<Value> inits(kPanelVecs * kTileCols, zeroVec);
+                SmallVector<Value> acc = em.loop(
+                    zero, depth, inits,
+                    [&](Value k, ValueRange c) -> SmallVector<Value> {
+                      Value a[kPanelVecs];
+                      for (int64_t v = 0; v < kPanelVecs; ++v)
+                        a[v] = vector::LoadOp::create(
+                            b, vt, panels,
+                            ValueRange{p, k, em.idx(v * kLanes)});
+                      SmallVector<Value> next;
+                      for (int64_t i = 0; i < kTileCols; ++i) {
+                        Value s = em.load(w, {e, wr[i], k});
+                        Value bc = vector::BroadcastOp::create(b, vt, s);
+                        for (int64_t v = 0; v < kPanelVecs; ++v)
+                          next.push_back(vector::FMAOp::create(
+                              b, vt, a[v], bc, c[i * kPanelVecs + v]));
+                      }
+                      return next;
+                    },
+                    1);
+                // Rows of this panel: lo + (p - p0) * 32 + [0, 32).
+                Value base = em.add(lo, em.mul(em.sub(p, p0), panelRows));
+                for (int64_t v = 0; v < kPanelVecs; ++v) {
+                  Value vbase = em.add(base, em.idx(v * kLanes));
+                  SmallVector<Value> cols;
+                  for (int64_t i = 0; i < kTileCols; ++i)
+                    cols.push_back(acc[i * kPanelVecs + v]);
+                  Value scale;
+                  if (rowScale)
+                    scale = readVec(rowScale, ValueRange{vbase}, false);
+                  SmallVector<Value> res =
+                      tileEpilogue(em, epilogue, cols, scale);
+                  Value lanes =
+                      em.minI(em.idx(kLanes), em.maxI(em.sub(hi, vbase), zero));
+                  em.loop(zero, lanes, [&](Value l) {
+                    Value row = em.add(vbase, l);
+                    for (int64_t i = 0; i < outCols; ++i)
+                      storeCol(i, row,
+                               vector::ExtractOp::create(
+                                   b, res[i], ArrayRef<OpFoldResult>{l}));
+                  });
+                }
+              });
+            });
+          });
+        },
+        [&] {
+          // Few rows (decode): blocks of 4 rows by half a tile (6 weight
+          // rows), 24 accumulators along k; each weight row is streamed
+          // once per 4 rows. Rows past the end re-read the last one and
+          // are not stored.
+          constexpr int64_t kDotRows = 4, kDotCols = 6;
+          Value lastRow = em.sub(hi, one);
+          em.loop(jbLo, jbHi, [&](Value jb) {
+            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol) {
+              em.loop(
+                  lo, hi,
+                  [&](Value r0) {
+                    SmallVector<Value> rows, srcs, valids;
+                    for (int64_t q = 0; q < kDotRows; ++q) {
+                      rows.push_back(em.minI(em.add(r0, em.idx(q)), lastRow));
+                      Value src, valid;
+                      std::tie(src, valid) = sourceRow(rows.back());
+                      srcs.push_back(src);
+                      valids.push_back(valid);
+                    }
+                    // Weight rows a few at a time, in memory order, so each
+                    // k loop reads few long sequential streams.
+                    SmallVector<SmallVector<Value>> sums(kDotRows);
+                    for (int64_t j0 = 0; j0 < kTileCols; j0 += kDotCols) {
+                      int64_t cols = std::min(kDotCols, kTileCols - j0);
+                      SmallVector<Value> inits(kDotRows * cols, zeroVec);
+                      SmallVector<Value> acc = dotOverK(
+                          inits,
+                          [&](Value k0, bool inBounds,
+                              ValueRange c) -> SmallVector<Value> {
+                            SmallVector<Value> a, next;
+                            for (int64_t q = 0; q < kDotRows; ++q)
+                              a.push_back(readVec(x, {srcs[q], k0}, inBounds));
+                            for (int64_t j = 0; j < cols; ++j) {
+                              Value wv =
+                                  readVec(w, {e, wr[j0 + j], k0}, inBounds);
+                              for (int64_t q = 0; q < kDotRows; ++q)
+                                next.push_back(vector::FMAOp::create(
+                                    b, vt, a[q], wv, c[j * kDotRows + q]));
+                            }
+                            return next;
+                          });
+                      for (int64_t j = 0; j < cols; ++j)
+                        for (int64_t q = 0; q < kDotRows; ++q)
+                          sums[q].push_back(
+                              em.select(valids[q],
+                                        vector::ReductionOp::create(
+                                            b, vector::CombiningKind::ADD,
+                                            acc[j * kDotRows + q],
+                                            arith::FastMathFlags::reassoc),
+                                        em.f32(0.0)));
+                    }
+                    for (int64_t q = 0; q < kDotRows; ++q) {
+                      Value scale =
+                          rowScale ? em.loadF(rowScale, {rows[q]}) : Value();
+                      SmallVector<Value> res =
+                          tileEpilogue(em, epilogue, sums[q], scale);
+                      Value r = em.add(r0, em.idx(q));
+                      em.ifThen(em.lt(r, hi), [&] {
+                        for (auto [i, v] : llvm::enumerate(res))
+                          storeCol(int64_t(i), r, v);
+                      });
+                    }
+                  },
+                  kDotRows);
+            });
+          });
+        });
+  });
+  return toTensor(b, out, resultType);
+}
+
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+  auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
+  if (isF32(op.getResult()) && isF32(op.getInput()) && isF32(op.getWeight()) &&
+      isF32(op.getRowScale()))
+    return lowerGroupedMatmulF32(b, op);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -1114,9 +1514,9 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
           },
           [&] {
             em.loop(zero, depth, [&](Value c) {
-              em.store(em.zeroOf(cast<MemRefType>(x.getType())
-                                     .getElementType()),
-                       a, {r, c});
+              em.store(
+                  em.zeroOf(cast<MemRefType>(x.getType()).getElementType()), a,
+                  {r, c});
             });
           });
     });
@@ -1129,28 +1529,11 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   SmallVector<AffineMap> maps = {AffineMap::get(3, 0, {i, k}, ctx),
                                  AffineMap::get(3, 0, {j, k}, ctx),
                                  AffineMap::get(3, 0, {i, j}, ctx)};
-  // f32 operands take the vector micro-kernel; other precisions the
-  // generic contraction.
-  bool useKernel = element.isF32() &&
-                   cast<MemRefType>(x.getType()).getElementType().isF32() &&
-                   cast<MemRefType>(w.getType()).getElementType().isF32();
   em.loop(zero, em.idx(numExperts), [&](Value e) {
     Value lo = em.clampIndex(em.load(offsets, {e}), zero, numRows);
-    Value hi =
-        em.clampIndex(em.load(offsets, {em.add(e, one)}), lo, numRows);
+    Value hi = em.clampIndex(em.load(offsets, {em.add(e, one)}), lo, numRows);
     Value n = em.sub(hi, lo);
     em.ifThen(em.gt(n, zero), [&] {
-      if (useKernel) {
-        emitDotKernel(em, a, lo, hi, w, e, wRows, depth, acc);
-        em.loop(lo, hi, [&](Value r) {
-          em.loop(zero, width, [&](Value c) {
-            Value v = applyEpilogue(em, op.getEpilogue(), acc, r, c, width,
-                                    rowScale, r);
-            em.storeF(v, out, {r, c});
-          });
-        });
-        return;
-      }
       auto sub2d = [&](Value buffer, Value cols) {
         return memref::SubViewOp::create(
             b, buffer, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
@@ -1177,8 +1560,7 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
                                                 wSizes, wStrides);
       em.fill(accRows, em.zeroOf(element));
       linalg::GenericOp::create(
-          b, TypeRange{}, ValueRange{aRows, wExpert}, ValueRange{accRows},
-          maps,
+          b, TypeRange{}, ValueRange{aRows, wExpert}, ValueRange{accRows}, maps,
           {utils::IteratorType::parallel, utils::IteratorType::parallel,
            utils::IteratorType::reduction},
           [](OpBuilder &nb, Location loc, ValueRange args) {
@@ -1234,16 +1616,16 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
         });
       };
       em.ifThen(
-          em.inRange(r, zero, numRows),
-          [&] { accumulate(y, em.toIndex(r)); },
+          em.inRange(r, zero, numRows), [&] { accumulate(y, em.toIndex(r)); },
           [&] {
             if (passthrough)
               em.ifThen(em.eq(r, em.i32(-2)),
                         [&] { accumulate(passthrough, t); });
           });
     });
-    em.loop(zero, width,
-            [&](Value c) { em.storeF(em.load(acc, {c}), out, {t, c}); });
+    em.loop(zero, width, [&](Value c) {
+      em.storeF(em.load(acc, {c}), out, {t, c});
+    });
   });
   return toTensor(b, out, resultType);
 }
@@ -1264,68 +1646,60 @@ Value lowerExperts(ImplicitLocOpBuilder &b, ExpertsOp op) {
   if (!resultType.isDynamicDim(0))
     sizes[0] = b.getIndexAttr(resultType.getDimSize(0));
   Value init = tensor::EmptyOp::create(b, sizes, resultType.getElementType());
-  init = linalg::FillOp::create(b, ValueRange{em.zeroOf(
-                                       resultType.getElementType())},
-                                ValueRange{init})
+  init = linalg::FillOp::create(
+             b, ValueRange{em.zeroOf(resultType.getElementType())},
+             ValueRange{init})
              .getResult(0);
   int64_t numExperts =
       cast<RankedTensorType>(op.getOffsets().getType()).getDimSize(0) - 1;
   Block &body = op.getBody().front();
-  Value result =
-      em.loop(zero, em.idx(numExperts), ValueRange{init},
-              [&](Value e, ValueRange carried) -> SmallVector<Value> {
-                Value lo = em.clampIndex(
-                    tensor::ExtractOp::create(b, op.getOffsets(), e), zero,
-                    numRows);
-                Value hi = em.clampIndex(
-                    tensor::ExtractOp::create(b, op.getOffsets(),
-                                              em.add(e, one)),
-                    lo, numRows);
-                Value n = em.sub(hi, lo);
-                auto inputType = cast<RankedTensorType>(input.getType());
-                OpFoldResult depth =
-                    tensor::getMixedSize(b, b.getLoc(), input, 1);
-                Value rowsIn = tensor::ExtractSliceOp::create(
-                    b,
-                    RankedTensorType::get(
-                        {ShapedType::kDynamic, inputType.getDimSize(1)},
-                        inputType.getElementType()),
-                    input, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-                    ArrayRef<OpFoldResult>{n, depth},
-                    ArrayRef<OpFoldResult>{b.getIndexAttr(1),
-                                           b.getIndexAttr(1)});
-                IRMapping mapping;
-                mapping.map(body.getArgument(0), e);
-                mapping.map(body.getArgument(1), rowsIn);
-                for (auto [arg, weight] :
-                     llvm::zip(body.getArguments().drop_front(2),
-                               op.getWeights())) {
-                  auto wType = cast<RankedTensorType>(weight.getType());
-                  SmallVector<OpFoldResult> offs(wType.getRank(),
-                                                 b.getIndexAttr(0));
-                  offs[0] = e;
-                  SmallVector<OpFoldResult> szs =
-                      tensor::getMixedSizes(b, b.getLoc(), weight);
-                  szs[0] = b.getIndexAttr(1);
-                  SmallVector<OpFoldResult> strides(wType.getRank(),
-                                                    b.getIndexAttr(1));
-                  Value slice = tensor::ExtractSliceOp::create(
-                      b, cast<RankedTensorType>(arg.getType()), weight, offs,
-                      szs, strides);
-                  mapping.map(arg, slice);
-                }
-                for (Operation &nested : body.without_terminator())
-                  b.clone(nested, mapping);
-                Value yielded = mapping.lookupOrDefault(
-                    body.getTerminator()->getOperand(0));
-                Value inserted = tensor::InsertSliceOp::create(
-                    b, yielded, carried[0],
-                    ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
-                    ArrayRef<OpFoldResult>{n, widthFold},
-                    ArrayRef<OpFoldResult>{b.getIndexAttr(1),
-                                           b.getIndexAttr(1)});
-                return {inserted};
-              })[0];
+  Value result = em.loop(
+      zero, em.idx(numExperts), ValueRange{init},
+      [&](Value e, ValueRange carried) -> SmallVector<Value> {
+        Value lo = em.clampIndex(
+            tensor::ExtractOp::create(b, op.getOffsets(), e), zero, numRows);
+        Value hi = em.clampIndex(
+            tensor::ExtractOp::create(b, op.getOffsets(), em.add(e, one)), lo,
+            numRows);
+        Value n = em.sub(hi, lo);
+        auto inputType = cast<RankedTensorType>(input.getType());
+        OpFoldResult depth = tensor::getMixedSize(b, b.getLoc(), input, 1);
+        Value rowsIn = tensor::ExtractSliceOp::create(
+            b,
+            RankedTensorType::get(
+                {ShapedType::kDynamic, inputType.getDimSize(1)},
+                inputType.getElementType()),
+            input, ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{n, depth},
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+        IRMapping mapping;
+        mapping.map(body.getArgument(0), e);
+        mapping.map(body.getArgument(1), rowsIn);
+        for (auto [arg, weight] :
+             llvm::zip(body.getArguments().drop_front(2), op.getWeights())) {
+          auto wType = cast<RankedTensorType>(weight.getType());
+          SmallVector<OpFoldResult> offs(wType.getRank(), b.getIndexAttr(0));
+          offs[0] = e;
+          SmallVector<OpFoldResult> szs =
+              tensor::getMixedSizes(b, b.getLoc(), weight);
+          szs[0] = b.getIndexAttr(1);
+          SmallVector<OpFoldResult> strides(wType.getRank(), b.getIndexAttr(1));
+          Value slice = tensor::ExtractSliceOp::create(
+              b, cast<RankedTensorType>(arg.getType()), weight, offs, szs,
+              strides);
+          mapping.map(arg, slice);
+        }
+        for (Operation &nested : body.without_terminator())
+          b.clone(nested, mapping);
+        Value yielded =
+            mapping.lookupOrDefault(body.getTerminator()->getOperand(0));
+        Value inserted = tensor::InsertSliceOp::create(
+            b, yielded, carried[0],
+            ArrayRef<OpFoldResult>{lo, b.getIndexAttr(0)},
+            ArrayRef<OpFoldResult>{n, widthFold},
+            ArrayRef<OpFoldResult>{b.getIndexAttr(1), b.getIndexAttr(1)});
+        return {inserted};
+      })[0];
   if (result.getType() != resultType)
     result = tensor::CastOp::create(b, resultType, result);
   return result;
@@ -1387,8 +1761,7 @@ Value lowerAuxLoss(ImplicitLocOpBuilder &b, AuxLossOp op) {
                               Value p = em.load(mass, {e});
                               return {em.add(cc[0], em.mul(f, p))};
                             })[0];
-        Value numE =
-            arith::UIToFPOp::create(b, b.getF32Type(), em.toI64(E));
+        Value numE = arith::UIToFPOp::create(b, b.getF32Type(), em.toI64(E));
         Value loss = em.div(em.mul(numE, dot), em.mul(n, n));
         Value nonEmpty = em.gt(end, begin);
         return {em.select(nonEmpty, em.add(c[0], loss), c[0]),
@@ -1410,12 +1783,11 @@ Value lowerZLoss(ImplicitLocOpBuilder &b, ZLossOp op) {
       [&](Value t, ValueRange c) -> SmallVector<Value> {
         Value maxv = em.loop(zero, numCols, ValueRange{em.f32(-INFINITY)},
                              [&](Value e, ValueRange cc) -> SmallVector<Value> {
-                               Value l =
-                                   em.sanitize(em.loadF(logits, {t, e}));
+                               Value l = em.sanitize(em.loadF(logits, {t, e}));
                                return {em.select(em.gt(l, cc[0]), l, cc[0])};
                              })[0];
-        Value finite = em.cmpf(arith::CmpFPredicate::ONE, maxv,
-                               em.f32(-INFINITY));
+        Value finite =
+            em.cmpf(arith::CmpFPredicate::ONE, maxv, em.f32(-INFINITY));
         maxv = em.select(finite, maxv, em.f32(0.0));
         Value s = em.loop(zero, numCols, ValueRange{em.f32(0.0)},
                           [&](Value e, ValueRange cc) -> SmallVector<Value> {

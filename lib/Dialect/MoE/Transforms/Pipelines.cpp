@@ -7,7 +7,8 @@
 
 using namespace mlir;
 
-std::string mlir::moe::getMoECPUPipeline(bool genericAllocation) {
+std::string mlir::moe::getMoECPUPipeline(bool genericAllocation,
+                                         bool openmp) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
   std::string finalize = genericAllocation
@@ -15,11 +16,13 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation) {
                              : "finalize-memref-to-llvm,";
   return std::string("moe-expand-layer,"
          "moe-lower-to-loops,"
+         "moe-approximate-vector-math,"
          "canonicalize,cse,"
          "one-shot-bufferize{bufferize-function-boundaries "
          "function-boundary-type-conversion=identity-layout-map},"
-         "buffer-deallocation-pipeline,"
-         "convert-linalg-to-loops,"
+         "buffer-deallocation-pipeline,") +
+         (openmp ? "convert-scf-to-openmp,moe-inline-alloca-scopes," : "") +
+         std::string("convert-linalg-to-loops,"
          "convert-scf-to-cf,"
          "expand-strided-metadata,"
          "lower-affine,"
@@ -30,8 +33,9 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation) {
 }
 
 LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
-                                            bool genericAllocation) {
-  return parsePassPipeline(getMoECPUPipeline(genericAllocation), pm,
+                                            bool genericAllocation,
+                                            bool openmp) {
+  return parsePassPipeline(getMoECPUPipeline(genericAllocation, openmp), pm,
                            llvm::errs());
 }
 

@@ -29,11 +29,16 @@ void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
 /// `genericAllocation`, buffers are allocated through
 /// `_mlir_memref_to_llvm_alloc` / `_mlir_memref_to_llvm_free` instead of
 /// malloc / free (the compiler driver defines them, see Compiler.cpp).
-std::string getMoECPUPipeline(bool genericAllocation = false);
+/// With `openmp`, the kernels' parallel loops become OpenMP work-sharing
+/// loops (the code then needs libomp when it is linked or loaded); without
+/// it they run sequentially.
+std::string getMoECPUPipeline(bool genericAllocation = false,
+                              bool openmp = true);
 
 /// Adds the CPU pipeline to `pm` (anchored on builtin.module).
 llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm,
-                                        bool genericAllocation = false);
+                                        bool genericAllocation = false,
+                                        bool openmp = true);
 
 /// Registers `--moe-cpu-pipeline`.
 void registerMoEPipelines();

@@ -39,9 +39,14 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     bufferization:
 
     * `moe.gate` becomes a `linalg.generic` contraction;
-    * `moe.grouped_matmul` becomes, per expert, a `linalg.generic` GEMM on
-      the subview of that expert's rows (gathered once through the plan),
-      with the epilogue applied as the rows are written;
+    * `moe.grouped_matmul` on f32 becomes two `scf.parallel` loops: one
+      packs each expert's rows (read through the gather map) into k-major
+      panels of 32 rows; the other runs (column chunk, expert) work items of
+      a register-tiled vector kernel (32 rows x 12 weight rows, weights read
+      in place in their `[out, in]` layout) with the epilogue applied to the
+      accumulators; experts with fewer than 16 rows take a weight-streaming
+      dot-product kernel instead. Other precisions become, per expert, a
+      `linalg.generic` GEMM on the subview of that expert's rows;
     * `moe.route`, `moe.dispatch_plan`, `moe.combine`, `moe.aux_loss`,
       `moe.z_loss` and `moe.expert_load` become `scf.for` loop nests over
       buffers, bridged into tensor IR with `bufferization.to_buffer` and
@@ -64,6 +69,34 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     "::mlir::tensor::TensorDialect",
     "::mlir::vector::VectorDialect"
   ];
+}
+
+def MoEApproximateVectorMath : Pass<"moe-approximate-vector-math"> {
+  let summary = "Polynomial approximations for math functions on vectors";
+  let description = [{
+    Rewrites `math.exp`, `math.erf` and `math.tanh` on vector operands (the
+    activation epilogues of the grouped-GEMM kernels) into polynomial
+    approximations in `arith`, which LLVM vectorizes; left alone, each lane
+    becomes a libm call. Scalar math (routing scores, softmax, losses) keeps
+    the libm functions, so routing decisions do not move.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
+def MoEInlineAllocaScopes : Pass<"moe-inline-alloca-scopes"> {
+  let summary = "Inline memref.alloca_scope regions that allocate nothing";
+  let description = [{
+    `convert-scf-to-openmp` wraps every parallel loop body in a
+    `memref.alloca_scope`, whose region must stay a single block, so
+    `convert-scf-to-cf` cannot run after it. A scope whose region holds no
+    `memref.alloca` releases nothing: this pass inlines such scopes into the
+    enclosing block. Scopes that do allocate are kept.
+  }];
+  let dependentDialects = ["::mlir::memref::MemRefDialect"];
 }
 
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs moe-bench and its baselines in one go and prints the side-by-side
+# table (docs/performance.md explains every column):
+#
+#   bench/run.sh [BUILD_DIR] [--threads N] [--tokens LIST] [--preset NAME]
+#
+# Baselines: stream_read (read bandwidth), onednn_gemm (needs libdnnl-dev),
+# pytorch_moe.py (needs Debian's python3-torch in /usr/bin/python3). Missing
+# ones are skipped with a note. Raw JSON lines go to BUILD_DIR/bench.jsonl.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+[[ $# -gt 0 ]] && shift
+threads=2 tokens=1,16,128,1024 preset=all
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --threads) threads=$2; shift 2 ;;
+    --tokens) tokens=$2; shift 2 ;;
+    --preset) preset=$2; shift 2 ;;
+    *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+out=$build/bench.jsonl
+: > "$out"
+# The fair setting for the BLAS-backed baselines on this machine.
+unset OPENBLAS_CORETYPE
+export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$threads
+
+cc=$(command -v clang-22 || command -v cc)
+"$cc" -O3 -march=native -pthread "$root/bench/stream_read.c" -o "$build/stream_read"
+"$build/stream_read" --threads "$threads" --json | tee -a "$out"
+
+"$build/bin/moe-bench" --preset "$preset" --tokens "$tokens" \
+  --threads "$threads" --json | tee -a "$out"
+
+if [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
+  cxx=$(command -v clang++-22 || command -v c++)
+  "$cxx" -O2 -std=c++17 "$root/bench/onednn_gemm.cpp" -ldnnl -o "$build/onednn_gemm"
+  "$build/onednn_gemm" --preset "$preset" --tokens "$tokens" --json | tee -a "$out"
+  "$build/onednn_gemm" --preset "$preset" --tokens 1024 --dtype bf16 --json | tee -a "$out"
+else
+  echo "run.sh: libdnnl-dev not installed, no oneDNN baseline" >&2
+fi
+
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  /usr/bin/python3 "$root/bench/pytorch_moe.py" --preset "$preset" \
+    --tokens "$tokens" --threads "$threads" --json | tee -a "$out"
+else
+  echo "run.sh: python3-torch not installed, no PyTorch baseline" >&2
+fi
+
+echo
+python3 "$root/bench/report.py" "$out"
