@@ -22,8 +22,10 @@ while [[ $# -gt 0 ]]; do
 done
 out=$build/bench.jsonl
 : > "$out"
-# The fair setting for the BLAS-backed baselines on this machine.
-unset OPENBLAS_CORETYPE
+# The fair setting for the BLAS-backed baselines on this machine: no
+# OPENBLAS_* overrides (this environment sets OPENBLAS_CORETYPE=Haswell and a
+# tiny OPENBLAS_L2_SIZE, which halve OpenBLAS), passive OpenMP waiting.
+for v in $(env | sed -n 's/^\(OPENBLAS_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$threads
 
 cc=$(command -v clang-22 || command -v cc)
@@ -43,6 +45,12 @@ else
 fi
 
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  # Debian's torch calls the system BLAS; the reference libblas runs its
+  # GEMMs at a few GFLOP/s. libopenblas0-pthread makes it OpenBLAS.
+  if ! readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 | grep -q openblas; then
+    echo "run.sh: warning: libblas.so.3 is not OpenBLAS; install" \
+      "libopenblas0-pthread for a fair PyTorch baseline" >&2
+  fi
   /usr/bin/python3 "$root/bench/pytorch_moe.py" --preset "$preset" \
     --tokens "$tokens" --threads "$threads" --json | tee -a "$out"
 else

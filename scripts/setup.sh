@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages moe-mlir needs, only those that are missing,
+# Installs the Debian packages moe-mlir needs (with --bench, also those of
+# the benchmark baselines), only those that are missing,
 # so a second run costs a few dpkg queries.
 set -euo pipefail
 
@@ -8,6 +9,11 @@ packages=(
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools clang-22 lld-22
   libomp-22-dev libgtest-dev
 )
+# `setup.sh --bench` adds the baselines of bench/run.sh: oneDNN, PyTorch
+# (Debian's python3-torch) and OpenBLAS as the system BLAS it calls.
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(libdnnl-dev python3-torch libopenblas0-pthread)
+fi
 
 missing=()
 for pkg in "${packages[@]}"; do

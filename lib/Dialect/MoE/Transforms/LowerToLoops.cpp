@@ -1163,32 +1163,52 @@ SmallVector<Value> tileEpilogue(Emitter &em, Epilogue epilogue,
   return out;
 }
 
+/// The buffers and extents both grouped_matmul lowerings start from, and
+/// the fresh output buffer.
+struct GroupedMatmulOperands {
+  Value x, w, offsets, gather, rowScale;
+  Value numRows, depth, wRows, width, out;
+};
+
+GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
+                                               GroupedMatmulOp op) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto resultType = cast<RankedTensorType>(op.getType());
+  GroupedMatmulOperands o;
+  o.x = toBuffer(b, op.getInput());
+  o.w = toBuffer(b, op.getWeight());
+  o.offsets = toBuffer(b, op.getOffsets());
+  o.gather = op.getGather() ? toBuffer(b, op.getGather()) : Value();
+  o.rowScale = op.getRowScale() ? toBuffer(b, op.getRowScale()) : Value();
+  o.numRows = em.dim(o.gather ? o.gather : o.x, 0);
+  o.depth = em.dim(o.x, 1);
+  o.wRows = em.dim(o.w, 1);
+  o.width = em.idx(resultType.getDimSize(1));
+  if (resultType.isDynamicDim(1))
+    o.width = op.getEpilogue() == Epilogue::silu_glu
+                  ? (Value)arith::DivUIOp::create(b, o.wRows, em.idx(2))
+                  : o.wRows;
+  SmallVector<Value> dyn;
+  if (resultType.isDynamicDim(0))
+    dyn.push_back(o.numRows);
+  if (resultType.isDynamicDim(1))
+    dyn.push_back(o.width);
+  o.out = em.allocLike(resultType, dyn);
+  return o;
+}
+
 Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   Emitter em(b);
   auto resultType = cast<RankedTensorType>(op.getType());
   Value zero = em.idx(0), one = em.idx(1);
-  Value x = toBuffer(b, op.getInput());
-  Value w = toBuffer(b, op.getWeight());
-  Value offsets = toBuffer(b, op.getOffsets());
-  Value gather = op.getGather() ? toBuffer(b, op.getGather()) : Value();
-  Value rowScale = op.getRowScale() ? toBuffer(b, op.getRowScale()) : Value();
+  GroupedMatmulOperands o = getGroupedMatmulOperands(em, op);
+  Value x = o.x, w = o.w, offsets = o.offsets, gather = o.gather,
+        rowScale = o.rowScale, numRows = o.numRows, depth = o.depth,
+        width = o.width, out = o.out;
   Epilogue epilogue = op.getEpilogue();
   bool glu = epilogue == Epilogue::silu_glu;
   Value E = em.idx(op.getNumExperts());
-  Value numRows = em.dim(gather ? gather : x, 0);
   Value inputRows = em.dim(x, 0);
-  Value depth = em.dim(x, 1);
-  Value wRows = em.dim(w, 1);
-  Value width =
-      glu ? (Value)arith::DivUIOp::create(b, wRows, em.idx(2)) : wRows;
-  if (!resultType.isDynamicDim(1))
-    width = em.idx(resultType.getDimSize(1));
-  SmallVector<Value> dyn;
-  if (resultType.isDynamicDim(0))
-    dyn.push_back(numRows);
-  if (resultType.isDynamicDim(1))
-    dyn.push_back(width);
-  Value out = em.allocLike(resultType, dyn);
   VectorType vt = vec16(b);
   Value zeroVec = arith::ConstantOp::create(
       b, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0)));
@@ -1470,27 +1490,11 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   auto resultType = cast<RankedTensorType>(op.getType());
   Type element = resultType.getElementType();
   Value zero = em.idx(0), one = em.idx(1);
-  Value x = toBuffer(b, op.getInput());
-  Value w = toBuffer(b, op.getWeight());
-  Value offsets = toBuffer(b, op.getOffsets());
-  Value gather = op.getGather() ? toBuffer(b, op.getGather()) : Value();
-  Value rowScale = op.getRowScale() ? toBuffer(b, op.getRowScale()) : Value();
+  GroupedMatmulOperands o = getGroupedMatmulOperands(em, op);
+  Value x = o.x, w = o.w, offsets = o.offsets, gather = o.gather,
+        rowScale = o.rowScale, numRows = o.numRows, depth = o.depth,
+        wRows = o.wRows, width = o.width, out = o.out;
   int64_t numExperts = op.getNumExperts();
-  Value numRows = em.dim(gather ? gather : x, 0);
-  Value depth = em.dim(x, 1);
-  Value wRows = em.dim(w, 1);
-  Value width = em.idx(resultType.getDimSize(1));
-  if (resultType.isDynamicDim(1))
-    width = op.getEpilogue() == Epilogue::silu_glu
-                ? (Value)arith::DivUIOp::create(b, wRows, em.idx(2))
-                : wRows;
-
-  SmallVector<Value> dyn;
-  if (resultType.isDynamicDim(0))
-    dyn.push_back(numRows);
-  if (resultType.isDynamicDim(1))
-    dyn.push_back(width);
-  Value out = em.allocLike(resultType, dyn);
   em.fill(out, em.zeroOf(element));
 
   // Operand rows in plan order: gathered once (rows with an invalid source
