@@ -1054,69 +1054,6 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
 // moe.grouped_matmul
 //===----------------------------------------------------------------------===//
 
-Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
-                    Value width, Value rowScale, Value row) {
-  Value v = em.loadF(acc, {i, j});
-  switch (epilogue) {
-  case Epilogue::none:
-    return v;
-  case Epilogue::silu_glu: {
-    Value up = em.loadF(acc, {i, em.add(j, width)});
-    return em.mul(em.mul(v, em.sigmoid(v)), up);
-  }
-  case Epilogue::gelu: {
-    Value erf = math::ErfOp::create(em.b, em.mul(v, em.f32(M_SQRT1_2)));
-    return em.mul(em.mul(em.f32(0.5), v), em.add(em.f32(1.0), erf));
-  }
-  case Epilogue::relu:
-    return em.select(em.gt(v, em.f32(0.0)), v, em.f32(0.0));
-  case Epilogue::scale:
-    return em.mul(v, em.loadF(rowScale, {row}));
-  }
-  llvm_unreachable("unknown epilogue");
-}
-
-//===----------------------------------------------------------------------===//
-// moe.grouped_matmul, f32: the panel kernel
-//===----------------------------------------------------------------------===//
-//
-// Each expert's rows are packed (through the gather map, so no permuted copy
-// of the tokens exists) into panels of 32 rows stored k-major:
-// `panels[p, k, 0..31]`. The register tile is 32 rows (two vectors of 16
-// lanes) by 12 weight rows, 24 vector accumulators: per k it loads the two
-// panel vectors and broadcasts 12 scalars of W, read in place in the
-// checkpoint's `[out, in]` layout, so weights need no repacking. For
-// `silu_glu` the 12 weight rows are 6 gate rows and the 6 matching up rows,
-// and the activation runs on the accumulators (the GEMM epilogue).
-//
-// Experts with fewer than kPanelMinRows rows (decode) take a dot-product
-// kernel instead that streams each weight row once along k.
-//
-// Work items are (column block, expert) pairs in one `scf.parallel`, column
-// block major, so a static split gives every thread an equal share of every
-// expert's columns however skewed the expert loads are.
-
-/// Work items per expert along the columns, and the bytes of token panels
-/// kept in L2 while weight tiles stream past them.
-constexpr int64_t kColumnChunks = 4, kPanelBlockBytes = 512 * 1024;
-constexpr int64_t kPanelVecs = 2, kPanelRows = kPanelVecs * kLanes,
-                  kTileCols = 12, kPanelMinRows = 16;
-
-VectorType vec16(OpBuilder &b) {
-  return VectorType::get({kLanes}, b.getF32Type());
-}
-
-/// `scf.parallel` over [lb, ub) with unit step.
-void parallelLoop(Emitter &em, Value lb, Value ub,
-                  function_ref<void(Value)> body) {
-  ImplicitLocOpBuilder &b = em.b;
-  auto par = scf::ParallelOp::create(b, ValueRange{lb}, ValueRange{ub},
-                                     ValueRange{em.idx(1)});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(par.getBody()->getTerminator());
-  body(par.getInductionVars()[0]);
-}
-
 /// The epilogue on vectors (or scalars) of accumulators: `acc` holds the
 /// tile's columns (for silu_glu the gate columns then the up columns);
 /// returns one value per output column.
@@ -1161,6 +1098,59 @@ SmallVector<Value> tileEpilogue(Emitter &em, Epilogue epilogue,
     out.push_back(v);
   }
   return out;
+}
+
+/// The epilogue of element (i, j) of an accumulator buffer (its up half at
+/// column j + width for silu_glu).
+Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
+                    Value width, Value rowScale, Value row) {
+  SmallVector<Value> values = {em.loadF(acc, {i, j})};
+  if (epilogue == Epilogue::silu_glu)
+    values.push_back(em.loadF(acc, {i, em.add(j, width)}));
+  Value scale =
+      epilogue == Epilogue::scale ? em.loadF(rowScale, {row}) : Value();
+  return tileEpilogue(em, epilogue, values, scale).front();
+}
+
+//===----------------------------------------------------------------------===//
+// moe.grouped_matmul, f32: the panel kernel
+//===----------------------------------------------------------------------===//
+//
+// Each expert's rows are packed (through the gather map, so no permuted copy
+// of the tokens exists) into panels of 32 rows stored k-major:
+// `panels[p, k, 0..31]`. The register tile is 32 rows (two vectors of 16
+// lanes) by 12 weight rows, 24 vector accumulators: per k it loads the two
+// panel vectors and broadcasts 12 scalars of W, read in place in the
+// checkpoint's `[out, in]` layout, so weights need no repacking. For
+// `silu_glu` the 12 weight rows are 6 gate rows and the 6 matching up rows,
+// and the activation runs on the accumulators (the GEMM epilogue).
+//
+// Experts with fewer than kPanelMinRows rows (decode) take a dot-product
+// kernel instead that streams each weight row once along k.
+//
+// Work items are (column block, expert) pairs in one `scf.parallel`, column
+// block major, so a static split gives every thread an equal share of every
+// expert's columns however skewed the expert loads are.
+
+/// Work items per expert along the columns, and the bytes of token panels
+/// kept in L2 while weight tiles stream past them.
+constexpr int64_t kColumnChunks = 4, kPanelBlockBytes = 512 * 1024;
+constexpr int64_t kPanelVecs = 2, kPanelRows = kPanelVecs * kLanes,
+                  kTileCols = 12, kPanelMinRows = 16;
+
+VectorType vec16(OpBuilder &b) {
+  return VectorType::get({kLanes}, b.getF32Type());
+}
+
+/// `scf.parallel` over [lb, ub) with unit step.
+void parallelLoop(Emitter &em, Value lb, Value ub,
+                  function_ref<void(Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto par = scf::ParallelOp::create(b, ValueRange{lb}, ValueRange{ub},
+                                     ValueRange{em.idx(1)});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0]);
 }
 
 /// The buffers and extents both grouped_matmul lowerings start from, and
