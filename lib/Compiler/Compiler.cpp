@@ -9,8 +9,8 @@
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/IR/Verifier.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
@@ -68,8 +68,8 @@ class WrapperBuilder {
 public:
   WrapperBuilder(ImplicitLocOpBuilder &b) : b(b) {}
 
-  void build(StringRef publicName, StringRef innerName,
-             ArrayRef<EntryArg> args, bool routeEntry) {
+  void build(StringRef publicName, StringRef innerName, ArrayRef<EntryArg> args,
+             bool routeEntry) {
     MLIRContext *ctx = b.getContext();
     auto ptr = LLVM::LLVMPointerType::get(ctx);
     i64 = b.getI64Type();
@@ -114,21 +114,21 @@ public:
         break;
       case ArgSource::SequenceLength: {
         Value seq = loadField(batch, 3, i64);
-        shapeBad = orI(shapeBad, icmp(LLVM::ICmpPredicate::slt, seq,
-                                      constI64(0)));
+        shapeBad =
+            orI(shapeBad, icmp(LLVM::ICmpPredicate::slt, seq, constI64(0)));
         Value whole = LLVM::SelectOp::create(b, some, numTokens, constI64(1));
         seq = select(icmp(LLVM::ICmpPredicate::sle, seq, constI64(0)), whole,
                      seq);
         Value rem = LLVM::SRemOp::create(b, numTokens, seq);
-        shapeBad = orI(shapeBad,
-                       icmp(LLVM::ICmpPredicate::ne, rem, constI64(0)));
+        shapeBad =
+            orI(shapeBad, icmp(LLVM::ICmpPredicate::ne, rem, constI64(0)));
         operands.push_back(seq);
         break;
       }
       case ArgSource::BatchGroups: {
         numGroups = loadField(batch, 5, i64);
-        shapeBad = orI(shapeBad, icmp(LLVM::ICmpPredicate::slt, numGroups,
-                                      constI64(1)));
+        shapeBad = orI(shapeBad,
+                       icmp(LLVM::ICmpPredicate::slt, numGroups, constI64(1)));
         expand(loadField(batch, 4, ptr), arg, constI1(true), operands);
         break;
       }
@@ -160,8 +160,8 @@ public:
     LLVM::ReturnOp::create(b, fail->getArgument(0));
 
     b.setInsertionPointToStart(call);
-    auto result = LLVM::CallOp::create(b, TypeRange{b.getI32Type()},
-                                       innerName, operands);
+    auto result =
+        LLVM::CallOp::create(b, TypeRange{b.getI32Type()}, innerName, operands);
     LLVM::ReturnOp::create(b, result.getResult());
   }
 
@@ -431,8 +431,7 @@ createTargetMachine(const CodegenOptions &options) {
 
 } // namespace
 
-llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module,
-                                                StringRef path,
+llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module, StringRef path,
                                                 const CodegenOptions &options) {
   auto machine = createTargetMachine(options);
   if (!machine)
@@ -479,16 +478,19 @@ void mlir::moe::compiler::setNumThreads(int threads) {
 
 llvm::cl::opt<int> &
 mlir::moe::compiler::addThreadsOption(llvm::cl::OptionCategory &category) {
-  auto &registered = llvm::cl::getRegisteredOptions();
-  auto existing = registered.find("threads");
-  if (existing != registered.end())
-    existing->second->setArgStr("llvm-internal-threads");
-  static llvm::cl::opt<int> threads(
-      "threads",
-      llvm::cl::desc("Threads for the generated code's parallel loops (0: "
-                     "OMP_NUM_THREADS, else one per core)"),
-      llvm::cl::init(0), llvm::cl::cat(category));
-  return threads;
+  static llvm::cl::opt<int> *threads = nullptr;
+  if (!threads) {
+    auto &registered = llvm::cl::getRegisteredOptions();
+    auto existing = registered.find("threads");
+    if (existing != registered.end())
+      existing->second->setArgStr("llvm-internal-threads");
+    threads = new llvm::cl::opt<int>(
+        "threads",
+        llvm::cl::desc("Threads for the generated code's parallel loops (0: "
+                       "OMP_NUM_THREADS, else one per core)"),
+        llvm::cl::init(0), llvm::cl::cat(category));
+  }
+  return *threads;
 }
 
 JitModule::~JitModule() = default;
@@ -503,8 +505,8 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
   ExecutionEngineOptions engineOptions;
   engineOptions.transformer = transformer;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = ExecutionEngine::create(module, engineOptions,
-                                        std::move(*machine));
+  auto engine =
+      ExecutionEngine::create(module, engineOptions, std::move(*machine));
   if (!engine)
     return engine.takeError();
   std::unique_ptr<JitModule> jit(new JitModule());

@@ -70,22 +70,22 @@ static cl::opt<double> workingSetGiB(
     "working-set",
     cl::desc("GiB of weights touched between reuses of one copy (T <= 16)"),
     cl::init(1.0), cl::cat(category));
-static cl::opt<double> memoryCapGiB(
-    "memory-cap", cl::desc("Most GiB of weight copies to allocate"),
-    cl::init(8.0), cl::cat(category));
-static cl::opt<int64_t> customHidden("hidden",
-                                     cl::desc("--preset custom: d"),
+static cl::opt<double>
+    memoryCapGiB("memory-cap",
+                 cl::desc("Most GiB of weight copies to allocate"),
+                 cl::init(8.0), cl::cat(category));
+static cl::opt<int64_t> customHidden("hidden", cl::desc("--preset custom: d"),
                                      cl::init(1024), cl::cat(category));
 static cl::opt<int64_t> customFfn("ffn", cl::desc("--preset custom: ffn"),
                                   cl::init(1024), cl::cat(category));
-static cl::opt<int64_t> customExperts("experts",
-                                      cl::desc("--preset custom: E"),
+static cl::opt<int64_t> customExperts("experts", cl::desc("--preset custom: E"),
                                       cl::init(8), cl::cat(category));
 static cl::opt<int64_t> customK("top-k", cl::desc("--preset custom: k"),
                                 cl::init(2), cl::cat(category));
-static cl::opt<int64_t> customShared(
-    "shared-ffn", cl::desc("--preset custom: shared expert width (0: none)"),
-    cl::init(0), cl::cat(category));
+static cl::opt<int64_t>
+    customShared("shared-ffn",
+                 cl::desc("--preset custom: shared expert width (0: none)"),
+                 cl::init(0), cl::cat(category));
 static cl::opt<unsigned> seed("seed", cl::desc("Random seed"), cl::init(1),
                               cl::cat(category));
 static cl::opt<std::string> targetCPU("target-cpu",
@@ -177,8 +177,8 @@ int main(int argc, char **argv) {
          ": only f32 weights are compiled so far (bf16 is planned)");
 
   std::vector<const Preset *> presets;
-  Preset custom{"custom",  customHidden, customFfn, customExperts,
-                customK,   customShared, true,      0.0};
+  Preset custom{"custom", customHidden, customFfn, customExperts,
+                customK,  customShared, true,      0.0};
   if (presetName == "custom") {
     if (custom.d < 1 || custom.ffn < 1 || custom.E < 1 || custom.k < 1 ||
         custom.k > custom.E || custom.sharedFfn < 0)
@@ -266,9 +266,8 @@ int main(int argc, char **argv) {
         std::vector<void *> ptrs = routing.pointers(abi);
         if (route(w0.data(), &batch, ptrs.data()) < 0)
           fail("routing failed");
-        int64_t used = llvm::count_if(routing.load, [](int32_t l) {
-          return l > 0;
-        });
+        int64_t used =
+            llvm::count_if(routing.load, [](int32_t l) { return l > 0; });
         activeBytes += used * expertBytes + sharedBytes;
       }
       activeBytes /= batches;
@@ -281,11 +280,12 @@ int main(int argc, char **argv) {
         size_t byActive = size_t(std::ceil(ws / activeBytes)) + 1;
         size_t cap = std::max<size_t>(
             1, size_t(memoryCapGiB * double(1 << 30) / layerBytes));
-        instances = std::max<size_t>(
-            size_t(std::ceil(ws / layerBytes)), std::min(byActive, cap));
+        instances = std::max<size_t>(size_t(std::ceil(ws / layerBytes)),
+                                     std::min(byActive, cap));
       }
       while (copies.size() < instances)
         copies.push_back(copies.front());
+      copies.resize(instances);
       std::vector<std::vector<const void *>> weightPtrs;
       for (size_t i = 0; i < instances; ++i)
         weightPtrs.push_back(getWeightPointers(abi, copies[i]));
@@ -326,8 +326,8 @@ int main(int argc, char **argv) {
             "\"threads\": {3}, \"ms_median\": {4:f4}, \"ms_min\": {5:f4}, "
             "\"gflops\": {6:f1}, \"weight_gbps\": {7:f2}, \"instances\": {8}, "
             "\"runs\": {9}}\n",
-            p->name, T, std::string(dtype), int(numThreads), med, minMs,
-            gflops, gbps, instances, times.size());
+            p->name, T, std::string(dtype), int(numThreads), med, minMs, gflops,
+            gbps, instances, times.size());
       else
         llvm::outs() << llvm::formatv(
             "  T {0,5}: median {1,9:f3} ms  min {2,9:f3} ms  {3,7:f1} GFLOP/s "

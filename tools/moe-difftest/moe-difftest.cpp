@@ -36,9 +36,8 @@ using namespace mlir::moe::compiler;
 using namespace mlir::moe::frontend;
 namespace cl = llvm::cl;
 
-static cl::opt<unsigned> numConfigs("configs",
-                                    cl::desc("Number of random layers"),
-                                    cl::init(200));
+static cl::opt<unsigned>
+    numConfigs("configs", cl::desc("Number of random layers"), cl::init(200));
 static cl::opt<unsigned> seed("seed", cl::desc("Base random seed"),
                               cl::init(2026));
 static cl::opt<bool> verbose("verbose", cl::desc("Print every config"));
@@ -202,12 +201,11 @@ public:
     w.w1 = normal(E * s.firstRows() * s.hidden, 1.0 / std::sqrt(d));
     w.w2 = normal(E * s.hidden * s.ffn, 1.0 / std::sqrt(double(s.ffn)));
     if (s.sharedFfn) {
-      int64_t rows = s.activation == ExpertActivation::SiluGlu
-                         ? 2 * s.sharedFfn
-                         : s.sharedFfn;
+      int64_t rows = s.activation == ExpertActivation::SiluGlu ? 2 * s.sharedFfn
+                                                               : s.sharedFfn;
       w.sharedW1 = normal(rows * s.hidden, 1.0 / std::sqrt(d));
-      w.sharedW2 = normal(s.hidden * s.sharedFfn,
-                          1.0 / std::sqrt(double(s.sharedFfn)));
+      w.sharedW2 =
+          normal(s.hidden * s.sharedFfn, 1.0 / std::sqrt(double(s.sharedFfn)));
       if (s.sharedGate)
         w.sharedGate = normal(s.hidden, 1.0 / std::sqrt(d));
     }
@@ -234,21 +232,20 @@ private:
 std::string describe(const Case &c) {
   const LayerSpec &s = c.spec;
   const RouterSpec &r = s.router;
-  return llvm::formatv("{0} [{1}]: T={2} d={3} ffn={4} E={5} k={6} null={7} "
-                       "groups={8}/{9} scale={10} renorm={11} act={12} "
-                       "shared={13}{14} cap={15}",
-                       s.name, c.policy, c.tokens, s.hidden, s.ffn,
-                       s.numExperts, r.k, r.nullExperts, r.nGroup,
-                       r.topkGroup, r.scale, r.renormalize, int(s.activation),
-                       s.sharedFfn, s.sharedGate ? "(gated)" : "",
-                       r.capacity.enabled
-                           ? llvm::formatv("f={0} abs={1} group={2} over={3}",
-                                           r.capacity.factor,
-                                           r.capacity.absolute,
-                                           int(r.capacity.group),
-                                           int(r.capacity.overflow))
-                                 .str()
-                           : std::string("none"))
+  return llvm::formatv(
+             "{0} [{1}]: T={2} d={3} ffn={4} E={5} k={6} null={7} "
+             "groups={8}/{9} scale={10} renorm={11} act={12} "
+             "shared={13}{14} cap={15}",
+             s.name, c.policy, c.tokens, s.hidden, s.ffn, s.numExperts, r.k,
+             r.nullExperts, r.nGroup, r.topkGroup, r.scale, r.renormalize,
+             int(s.activation), s.sharedFfn, s.sharedGate ? "(gated)" : "",
+             r.capacity.enabled
+                 ? llvm::formatv("f={0} abs={1} group={2} over={3}",
+                                 r.capacity.factor, r.capacity.absolute,
+                                 int(r.capacity.group),
+                                 int(r.capacity.overflow))
+                       .str()
+                 : std::string("none"))
       .str();
 }
 
@@ -312,8 +309,12 @@ std::string runCase(MLIRContext &context, const Case &c) {
   auto route = reinterpret_cast<RouteFn>(*routeAddr);
 
   int64_t T = c.tokens;
-  MoEBatch batch{T, c.x.data(), c.tokenIds.data(), spec.sequenceLength,
-                 c.groups.data(), int64_t(c.groups.size()) - 1};
+  MoEBatch batch{T,
+                 c.x.data(),
+                 c.tokenIds.data(),
+                 spec.sequenceLength,
+                 c.groups.data(),
+                 int64_t(c.groups.size()) - 1};
   std::vector<const void *> weights = getWeightPointers(abi, c.weights);
   std::vector<float> y(T * spec.hidden, NAN);
   int32_t status = forward(weights.data(), &batch, y.data());
@@ -353,9 +354,15 @@ std::string runCase(MLIRContext &context, const Case &c) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  cl::opt<int> &numThreads = addThreadsOption(cl::getGeneralCategory());
   cl::ParseCommandLineOptions(argc, argv,
                               "moe-mlir differential test: compiled layers "
                               "vs the reference implementation\n");
+  if (numThreads < 0) {
+    llvm::errs() << "moe-difftest: error: --threads must be 0 or more\n";
+    return 2;
+  }
+  setNumThreads(numThreads);
   DialectRegistry registry;
   registerCompilerDialects(registry);
   MLIRContext context(registry);
@@ -377,9 +384,9 @@ int main(int argc, char **argv) {
     ++failures;
     llvm::outs() << "FAIL " << describe(c) << "\n     " << error << "\n";
   }
-  double seconds = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now() - start)
-                       .count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
   for (auto &[policy, counts] : byPolicy)
     llvm::outs() << llvm::formatv("  {0,-36} {1}/{2}\n", policy, counts.first,
                                   counts.second);
