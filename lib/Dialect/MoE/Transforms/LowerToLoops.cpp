@@ -75,6 +75,13 @@ public:
   Value f32(double v) {
     return arith::ConstantOp::create(b, b.getF32FloatAttr(v));
   }
+  /// An f32 constant of `type`: a scalar, or a splat for a vector type.
+  Value f32Like(Type type, double v) {
+    if (auto vt = dyn_cast<VectorType>(type))
+      return arith::ConstantOp::create(
+          b, DenseElementsAttr::get(vt, b.getF32FloatAttr(v)));
+    return f32(v);
+  }
   Value f64(double v) {
     return arith::ConstantOp::create(b, b.getF64FloatAttr(v));
   }
@@ -368,8 +375,7 @@ void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w, Value e,
   Value zero = em.idx(0), one = em.idx(1);
   auto vecType = VectorType::get({kLanes}, b.getF32Type());
   Value pad = em.f32(0.0);
-  Value zeroVec = arith::ConstantOp::create(
-      b, DenseElementsAttr::get(vecType, b.getF32FloatAttr(0.0)));
+  Value zeroVec = em.f32Like(vecType, 0.0);
   Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
   em.loop(
       lo, hi,
@@ -1060,11 +1066,8 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
 SmallVector<Value> tileEpilogue(Emitter &em, Epilogue epilogue,
                                 ArrayRef<Value> acc, Value scale) {
   ImplicitLocOpBuilder &b = em.b;
-  auto splat = [&](Value like, double v) -> Value {
-    if (auto vt = dyn_cast<VectorType>(like.getType()))
-      return arith::ConstantOp::create(
-          b, DenseElementsAttr::get(vt, b.getF32FloatAttr(v)));
-    return em.f32(v);
+  auto splat = [&](Value like, double v) {
+    return em.f32Like(like.getType(), v);
   };
   SmallVector<Value> out;
   if (epilogue == Epilogue::silu_glu) {
@@ -1200,8 +1203,7 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   Value E = em.idx(op.getNumExperts());
   Value inputRows = em.dim(x, 0);
   VectorType vt = vec16(b);
-  Value zeroVec = arith::ConstantOp::create(
-      b, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0)));
+  Value zeroVec = em.f32Like(vt, 0.0);
   Value panelRows = em.idx(kPanelRows);
 
   auto expertRows = [&](Value e) -> std::pair<Value, Value> {
@@ -1248,22 +1250,15 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
     em.loop(zero, padded, [&](Value m) {
       Value p = em.add(p0, arith::DivUIOp::create(b, m, panelRows));
       Value j = arith::RemUIOp::create(b, m, panelRows);
+      // Padding rows (past hi) re-read the last row and store zeros.
       Value r = em.add(lo, m);
-      em.ifThen(
-          em.lt(r, hi),
-          [&] {
-            Value src, valid;
-            std::tie(src, valid) = sourceRow(r);
-            em.loop(zero, depth, [&](Value k) {
-              Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
-              em.store(v, panels, {p, k, j});
-            });
-          },
-          [&] {
-            em.loop(zero, depth, [&](Value k) {
-              em.store(em.f32(0.0), panels, {p, k, j});
-            });
-          });
+      Value src, valid;
+      std::tie(src, valid) = sourceRow(em.minI(r, em.sub(hi, one)));
+      valid = em.andI(valid, em.lt(r, hi));
+      em.loop(zero, depth, [&](Value k) {
+        Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
+        em.store(v, panels, {p, k, j});
+      });
     });
   });
 
