@@ -30,6 +30,7 @@ tools = [
     ToolSubst("moe-compile", unresolved="fatal"),
     ToolSubst("moe-difftest", unresolved="fatal"),
     ToolSubst("moe-bench", unresolved="fatal"),
+    ToolSubst("moe-cuda-info", unresolved="fatal"),
 ]
 llvm_config.add_tool_substitutions(tools, tool_dirs)
 
@@ -44,3 +45,27 @@ if c_compiler:
 config.substitutions.append(
     ("%openmp", "%s -Wl,-rpath,%s" % (config.moe_openmp_library,
                                       config.moe_openmp_library_dir)))
+
+# The GPU tests. ptxas (CUDA toolkit) assembles the PTX moe-compile emits
+# and is what `--target nvptx --emit obj|cubin` runs; GPU execution tests
+# need a CUDA device (moe-cuda-info tells), else they report UNSUPPORTED.
+import subprocess
+
+ptxas = shutil.which("ptxas") or (
+    "/usr/local/cuda/bin/ptxas"
+    if os.access("/usr/local/cuda/bin/ptxas", os.X_OK) else None)
+if ptxas:
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+cuda_info = os.path.join(config.moe_tools_dir, "moe-cuda-info")
+try:
+    if subprocess.run([cuda_info], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+        config.available_features.add("cuda-device")
+except (OSError, subprocess.TimeoutExpired):
+    pass
+config.substitutions.append(
+    ("%cuda_runtime", os.path.join(config.moe_obj_root, "lib",
+                                   "libmoe_cuda_runtime.a") + " -ldl"))
+config.substitutions.append(
+    ("%moe_include", os.path.join(config.moe_src_root, "include")))

@@ -5,6 +5,7 @@
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -49,6 +50,19 @@ llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
+/// Collects the diagnostics emitted while it lives, "location: message"
+/// per line, for error messages.
+struct DiagnosticCollector {
+  explicit DiagnosticCollector(MLIRContext *ctx)
+      : stream(text), handler(ctx, [this](Diagnostic &diag) {
+          stream << diag.getLocation() << ": " << diag << "\n";
+          return success();
+        }) {}
+  std::string text;
+  llvm::raw_string_ostream stream;
+  ScopedDiagnosticHandler handler;
+};
+
 void registerPassesOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -64,12 +78,14 @@ void registerPassesOnce() {
 /// Builds `int32_t NAME(const void *const *w, const moe_batch *batch,
 /// void *out)`: checks the arguments, expands every buffer into the memref
 /// descriptor fields the lowered inner function takes, and calls it.
+constexpr llvm::StringLiteral kTakeError = "moe_cuda_take_error";
+
 class WrapperBuilder {
 public:
   WrapperBuilder(ImplicitLocOpBuilder &b) : b(b) {}
 
   void build(StringRef publicName, StringRef innerName, ArrayRef<EntryArg> args,
-             bool routeEntry) {
+             bool routeEntry, bool device = false) {
     MLIRContext *ctx = b.getContext();
     auto ptr = LLVM::LLVMPointerType::get(ctx);
     i64 = b.getI64Type();
@@ -160,9 +176,22 @@ public:
     LLVM::ReturnOp::create(b, fail->getArgument(0));
 
     b.setInsertionPointToStart(call);
-    auto result =
-        LLVM::CallOp::create(b, TypeRange{b.getI32Type()}, innerName, operands);
-    LLVM::ReturnOp::create(b, result.getResult());
+    // GPU code: the runtime's pending error is cleared before the call and
+    // turns the status into StatusDeviceError after it.
+    if (device)
+      LLVM::CallOp::create(b, TypeRange{b.getI32Type()}, kTakeError,
+                           ValueRange{});
+    Value result =
+        LLVM::CallOp::create(b, TypeRange{b.getI32Type()}, innerName, operands)
+            .getResult();
+    if (device) {
+      Value error = LLVM::CallOp::create(b, TypeRange{b.getI32Type()},
+                                         kTakeError, ValueRange{})
+                        .getResult();
+      result = select(icmp(LLVM::ICmpPredicate::ne, error, constI32(0)),
+                      constI32(StatusDeviceError), result);
+    }
+    LLVM::ReturnOp::create(b, result);
   }
 
 private:
@@ -345,30 +374,17 @@ llvm::Error defineAllocator(ModuleOp module) {
   return llvm::Error::success();
 }
 
-} // namespace
-
-llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
-                                             ArrayRef<LayerABI> layers,
-                                             bool cachingAllocator,
-                                             bool openmp) {
-  registerPassesOnce();
+/// Adds the public C entries of `layers` around the lowered inner
+/// functions.
+llvm::Error addEntryWrappers(ModuleOp module, ArrayRef<LayerABI> layers,
+                             bool device) {
   MLIRContext *ctx = module.getContext();
-  std::string diagnostics;
-  llvm::raw_string_ostream diagStream(diagnostics);
-  ScopedDiagnosticHandler handler(ctx, [&](Diagnostic &diag) {
-    diagStream << diag.getLocation() << ": " << diag << "\n";
-    return success();
-  });
-  PassManager pm(ctx, ModuleOp::getOperationName());
-  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp)))
-    return makeError("cannot build the moe CPU pipeline");
-  if (failed(pm.run(module)))
-    return makeError("lowering failed:\n" + diagnostics);
-  if (llvm::Error error = defineAllocator(module))
-    return error;
-
+  DiagnosticCollector diagnostics(ctx);
   ImplicitLocOpBuilder b(module.getLoc(), ctx);
   b.setInsertionPointToEnd(module.getBody());
+  if (device && !layers.empty() && !module.lookupSymbol(kTakeError))
+    LLVM::LLVMFuncOp::create(b, kTakeError,
+                             LLVM::LLVMFunctionType::get(b.getI32Type(), {}));
   WrapperBuilder wrappers(b);
   for (const LayerABI &abi : layers) {
     for (bool route : {false, true}) {
@@ -377,12 +393,83 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
         return makeError("lowered module has no function '" + inner + "'");
       b.setInsertionPointToEnd(module.getBody());
       wrappers.build(route ? abi.symbol + "_route" : abi.symbol, inner,
-                     route ? abi.routeArgs : abi.forwardArgs, route);
+                     route ? abi.routeArgs : abi.forwardArgs, route, device);
     }
   }
   if (failed(verify(module)))
-    return makeError("entry wrappers failed to verify:\n" + diagnostics);
+    return makeError("entry wrappers failed to verify:\n" + diagnostics.text);
   return llvm::Error::success();
+}
+
+} // namespace
+
+llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
+                                             ArrayRef<LayerABI> layers,
+                                             bool cachingAllocator,
+                                             bool openmp) {
+  registerPassesOnce();
+  MLIRContext *ctx = module.getContext();
+  DiagnosticCollector diagnostics(ctx);
+  PassManager pm(ctx, ModuleOp::getOperationName());
+  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp)))
+    return makeError("cannot build the moe CPU pipeline");
+  if (failed(pm.run(module)))
+    return makeError("lowering failed:\n" + diagnostics.text);
+  if (llvm::Error error = defineAllocator(module))
+    return error;
+
+  return addEntryWrappers(module, layers, /*device=*/false);
+}
+
+llvm::Error mlir::moe::compiler::lowerToLLVMForNVPTX(ModuleOp module,
+                                                     ArrayRef<LayerABI> layers,
+                                                     StringRef chip,
+                                                     StringRef format) {
+  registerPassesOnce();
+  MLIRContext *ctx = module.getContext();
+  DiagnosticCollector diagnostics(ctx);
+  if (chip != "sm_80" && chip != "sm_90")
+    return makeError("unsupported GPU architecture '" + chip +
+                     "' (sm_80 or sm_90)");
+  std::string toolkit = findCUDAToolkit();
+  if (toolkit.empty())
+    return makeError("the CUDA toolkit (bin/ptxas and nvvm/libdevice) was "
+                     "not found: set MOE_CUDA_TOOLKIT or CUDA_HOME, or put ptxas on PATH");
+  PassManager pm(ctx, ModuleOp::getOperationName());
+  std::string pipelineErrors;
+  llvm::raw_string_ostream errors(pipelineErrors);
+  if (failed(parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit), pm,
+                               errors)))
+    return makeError("cannot build the moe NVPTX pipeline: " + pipelineErrors);
+  if (failed(pm.run(module)))
+    return makeError("lowering failed:\n" + diagnostics.text);
+  return addEntryWrappers(module, layers, /*device=*/true);
+}
+
+llvm::Expected<std::string>
+mlir::moe::compiler::getDeviceBinary(ModuleOp module) {
+  std::string binary;
+  for (auto op : module.getOps<gpu::BinaryOp>()) {
+    if (!binary.empty() || op.getObjects().size() != 1)
+      return makeError("expected one gpu.binary with one object");
+    auto object = cast<gpu::ObjectAttr>(op.getObjects()[0]);
+    binary = object.getObject().getValue().str();
+  }
+  if (binary.empty())
+    return makeError("the module holds no device code");
+  return binary;
+}
+
+llvm::StringRef mlir::moe::compiler::getCUDARuntimeArchive() {
+  return MOE_CUDA_RUNTIME_DIR "/libmoe_cuda_runtime.a";
+}
+
+llvm::StringRef mlir::moe::compiler::getCUDARuntimeLibrary() {
+  return MOE_CUDA_RUNTIME_DIR "/libmoe_cuda_runtime.so";
+}
+
+llvm::StringRef mlir::moe::compiler::getCUDARuntimeLibraryDir() {
+  return MOE_CUDA_RUNTIME_DIR;
 }
 
 //===----------------------------------------------------------------------===//
@@ -504,6 +591,9 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
       makeOptimizingTransformer(options.optLevel, 0, machine->get());
   ExecutionEngineOptions engineOptions;
   engineOptions.transformer = transformer;
+  SmallVector<StringRef> libraries(options.sharedLibraries.begin(),
+                                   options.sharedLibraries.end());
+  engineOptions.sharedLibPaths = libraries;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   auto engine =
       ExecutionEngine::create(module, engineOptions, std::move(*machine));

@@ -118,16 +118,17 @@ std::pair<const void *, size_t>
 mlir::moe::compiler::getWeightData(const LayerWeights &w, StringRef name) {
   if (name == "hash_table")
     return {w.hashTable.data(), w.hashTable.size()};
-  const std::vector<float> *data = llvm::StringSwitch<const std::vector<float> *>(name)
-                                       .Case("gate", &w.gate)
-                                       .Case("gate_bias", &w.gateBias)
-                                       .Case("selection_bias", &w.selectionBias)
-                                       .Case("w1", &w.w1)
-                                       .Case("w2", &w.w2)
-                                       .Case("shared_w1", &w.sharedW1)
-                                       .Case("shared_w2", &w.sharedW2)
-                                       .Case("shared_gate", &w.sharedGate)
-                                       .Default(nullptr);
+  const std::vector<float> *data =
+      llvm::StringSwitch<const std::vector<float> *>(name)
+          .Case("gate", &w.gate)
+          .Case("gate_bias", &w.gateBias)
+          .Case("selection_bias", &w.selectionBias)
+          .Case("w1", &w.w1)
+          .Case("w2", &w.w2)
+          .Case("shared_w1", &w.sharedW1)
+          .Case("shared_w2", &w.sharedW2)
+          .Case("shared_gate", &w.sharedGate)
+          .Default(nullptr);
   if (!data)
     return {nullptr, 0};
   return {data->data(), data->size()};
@@ -244,7 +245,8 @@ RouterAttr routerAttrFor(MLIRContext *ctx, const LayerSpec &spec) {
       ctx, kind, k,
       r.scoring == Scoring::Sigmoid && topk ? ScoreFunc::sigmoid
                                             : ScoreFunc::softmax,
-      topk && r.renormalize, topk && r.scale != 1.0 ? f64(r.scale) : FloatAttr(),
+      topk && r.renormalize,
+      topk && r.scale != 1.0 ? f64(r.scale) : FloatAttr(),
       topk && r.selectionBias, topk ? r.nGroup : 0, topk ? r.topkGroup : 0,
       topk && r.softmaxAfter,
       r.family == RouterFamily::TopP ? f64(r.p) : FloatAttr(),
@@ -270,8 +272,8 @@ Value rowReduce(ImplicitLocOpBuilder &b, Value input, double initValue,
                 function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
   MLIRContext *ctx = b.getContext();
   Value rows = tensor::DimOp::create(b, input, 0);
-  Value init = tensor::EmptyOp::create(b, ArrayRef<OpFoldResult>{rows},
-                                       b.getF32Type());
+  Value init =
+      tensor::EmptyOp::create(b, ArrayRef<OpFoldResult>{rows}, b.getF32Type());
   Value start = arith::ConstantOp::create(b, b.getF32FloatAttr(initValue));
   init = linalg::FillOp::create(b, ValueRange{start}, ValueRange{init})
              .getResult(0);
@@ -279,7 +281,8 @@ Value rowReduce(ImplicitLocOpBuilder &b, Value input, double initValue,
   bindDims(ctx, t, c);
   return linalg::GenericOp::create(
              b, TypeRange{init.getType()}, ValueRange{input}, ValueRange{init},
-             {AffineMap::get(2, 0, {t, c}, ctx), AffineMap::get(2, 0, {t}, ctx)},
+             {AffineMap::get(2, 0, {t, c}, ctx),
+              AffineMap::get(2, 0, {t}, ctx)},
              {utils::IteratorType::parallel, utils::IteratorType::reduction},
              [&](OpBuilder &nb, Location loc, ValueRange args) {
                linalg::YieldOp::create(nb, loc, fn(nb, loc, args[0], args[1]));
@@ -298,28 +301,27 @@ Value buildSoftmax(ImplicitLocOpBuilder &b, Value logits) {
   bindDims(ctx, t, c);
   AffineMap full = AffineMap::get(2, 0, {t, c}, ctx);
   AffineMap row = AffineMap::get(2, 0, {t}, ctx);
-  auto parallel2 = SmallVector<utils::IteratorType>(
-      2, utils::IteratorType::parallel);
-  auto elementwise = [&](ValueRange inputs, AffineMap secondMap,
-                         function_ref<Value(OpBuilder &, Location, Value,
-                                            Value)>
-                             fn) {
-    Value init = tensor::EmptyOp::create(
-        b, tensor::getMixedSizes(b, b.getLoc(), logits), b.getF32Type());
-    return linalg::GenericOp::create(
-               b, TypeRange{init.getType()}, inputs, ValueRange{init},
-               {full, secondMap, full}, parallel2,
-               [&](OpBuilder &nb, Location loc, ValueRange args) {
-                 linalg::YieldOp::create(nb, loc,
-                                         fn(nb, loc, args[0], args[1]));
-               })
-        .getResult(0);
-  };
-  Value exps = elementwise(
-      {logits, maxv}, row, [](OpBuilder &nb, Location loc, Value x, Value m) {
-        return math::ExpOp::create(nb, loc,
-                                   arith::SubFOp::create(nb, loc, x, m));
-      });
+  auto parallel2 =
+      SmallVector<utils::IteratorType>(2, utils::IteratorType::parallel);
+  auto elementwise =
+      [&](ValueRange inputs, AffineMap secondMap,
+          function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
+        Value init = tensor::EmptyOp::create(
+            b, tensor::getMixedSizes(b, b.getLoc(), logits), b.getF32Type());
+        return linalg::GenericOp::create(
+                   b, TypeRange{init.getType()}, inputs, ValueRange{init},
+                   {full, secondMap, full}, parallel2,
+                   [&](OpBuilder &nb, Location loc, ValueRange args) {
+                     linalg::YieldOp::create(nb, loc,
+                                             fn(nb, loc, args[0], args[1]));
+                   })
+            .getResult(0);
+      };
+  Value exps = elementwise({logits, maxv}, row,
+                           [](OpBuilder &nb, Location loc, Value x, Value m) {
+                             return math::ExpOp::create(
+                                 nb, loc, arith::SubFOp::create(nb, loc, x, m));
+                           });
   Value sums = rowReduce(b, exps, 0.0,
                          [](OpBuilder &nb, Location loc, Value x, Value acc) {
                            return arith::AddFOp::create(nb, loc, x, acc);
@@ -456,8 +458,8 @@ Value buildStatus(ImplicitLocOpBuilder &b, const LayerABI &abi,
         b, status,
         anyFlag(b, v.tokenIds, StatusTokenIdOutOfRange,
                 [&](OpBuilder &nb, Location loc, Value id) -> Value {
-                  Value lo = arith::ConstantIntOp::create(nb, loc,
-                                                          nb.getI64Type(), 0);
+                  Value lo =
+                      arith::ConstantIntOp::create(nb, loc, nb.getI64Type(), 0);
                   Value hi = arith::ConstantIntOp::create(
                       nb, loc, nb.getI64Type(), vocab);
                   Value below = arith::CmpIOp::create(
@@ -528,10 +530,10 @@ void buildRoute(OpBuilder &builder, const LayerABI &abi) {
     return RankedTensorType::get({ShapedType::kDynamic, K}, t);
   };
   Value logits = buildLogits(b, abi, v);
-  auto route = RouteOp::create(
-      b, TypeRange{slots(i32), slots(f32)}, logits,
-      weightNamed(abi, v, "selection_bias"), v.tokenIds,
-      weightNamed(abi, v, "hash_table"), b.getI64IntegerAttr(E), router);
+  auto route = RouteOp::create(b, TypeRange{slots(i32), slots(f32)}, logits,
+                               weightNamed(abi, v, "selection_bias"),
+                               v.tokenIds, weightNamed(abi, v, "hash_table"),
+                               b.getI64IntegerAttr(E), router);
   CapacityAttr capacity = router.getCapacity();
   Value scores;
   if (capacity && capacity.getOverflow() == OverflowPolicy::reroute)
@@ -622,8 +624,7 @@ std::string describeRouter(const LayerSpec &spec) {
   case RouterFamily::TopP:
     return llvm::formatv("top-p {0}, at most {1} experts", r.p, r.k).str();
   case RouterFamily::ExpertChoice:
-    return llvm::formatv("expert choice, capacity factor {0}",
-                         r.capacityFactor)
+    return llvm::formatv("expert choice, capacity factor {0}", r.capacityFactor)
         .str();
   case RouterFamily::Hash:
     return "hash on token ids";
@@ -672,14 +673,16 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
         "  MOE_STATUS_TOKEN_ID_OUT_OF_RANGE = 2, /* bit: hash token id outside "
         "the table, routed nowhere */\n"
         "  MOE_ERROR_NULL_POINTER = -1,\n"
-        "  MOE_ERROR_BAD_SHAPE = -2            /* T < 0, sequence_length not "
+        "  MOE_ERROR_BAD_SHAPE = -2,           /* T < 0, sequence_length not "
         "dividing T, num_groups < 1 */\n"
+        "  MOE_ERROR_DEVICE = -3               /* GPU code: a CUDA operation "
+        "failed (moe_cuda_take_error) */\n"
         "};\n#endif\n\n";
   for (const LayerABI &abi : layers) {
     const LayerSpec &s = abi.spec;
-    os << "/* " << abi.symbol << ": MoE layer " << s.layerIndex
-       << ", hidden " << s.hidden << ", " << s.numExperts
-       << " experts of width " << s.ffn << ", " << describeRouter(s);
+    os << "/* " << abi.symbol << ": MoE layer " << s.layerIndex << ", hidden "
+       << s.hidden << ", " << s.numExperts << " experts of width " << s.ffn
+       << ", " << describeRouter(s);
     if (s.sharedFfn)
       os << ", shared expert of width " << s.sharedFfn
          << (s.sharedGate ? " (gated)" : "");
@@ -688,7 +691,17 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
     for (const EntryArg &w : abi.weights)
       os << "  const " << w.ctype << " *" << w.name << "; /* "
          << shapeComment(w) << " */\n";
-    os << "} " << abi.symbol << "_weights;\n\n";
+    os << "} " << abi.symbol << "_weights;\n";
+    os << "/* Elements of each NAME_weights field, in order (all 4-byte). */\n"
+       << "static const int64_t " << abi.symbol << "_weight_elements[] = {";
+    for (auto [i, w] : llvm::enumerate(abi.weights)) {
+      int64_t n = 1;
+      for (const DimSpec &dim : w.shape)
+        n *= dim.extent;
+      os << (i ? ", " : "") << n;
+    }
+    os << "};\n#define " << llvm::StringRef(abi.symbol).upper() << "_HIDDEN "
+       << s.hidden << "\n\n";
     os << "typedef struct " << abi.symbol << "_routing {\n";
     for (const EntryArg &r : abi.routing)
       os << "  " << r.ctype << " *" << r.name << "; /* "

@@ -3,6 +3,7 @@
 //   moe-compile --model DIR -o layers.o --header layers.h [--layer N]
 //               [--prefix NAME] [--embed-weights] [--target-cpu CPU]
 //   moe-compile --model layer.mlir -o layer.o --header layer.h
+//   moe-compile --model DIR --target nvptx --chip sm_90 [--emit obj|ptx|cubin]
 //
 // Imports the MoE layers of a Hugging Face model and writes one object file
 // with a plain C entry per layer plus the header that declares them
@@ -21,17 +22,17 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/Parser/Parser.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -49,13 +50,11 @@ static cl::opt<std::string> modelDir("model",
                                      cl::desc("Hugging Face model directory, "
                                               "or a .mlir file"),
                                      cl::value_desc("dir|file.mlir"),
-                                     cl::Required,
-                                     cl::cat(category));
+                                     cl::Required, cl::cat(category));
 static cl::opt<std::string> outputObject("o", cl::desc("Output object file"),
-                                         cl::value_desc("file.o"),
-                                         cl::Required, cl::cat(category));
-static cl::opt<std::string> outputHeader("header",
-                                         cl::desc("Output C header"),
+                                         cl::value_desc("file.o"), cl::Required,
+                                         cl::cat(category));
+static cl::opt<std::string> outputHeader("header", cl::desc("Output C header"),
                                          cl::value_desc("file.h"),
                                          cl::cat(category));
 static cl::opt<int64_t> onlyLayer("layer",
@@ -77,6 +76,21 @@ static cl::opt<bool>
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
+static cl::opt<std::string>
+    target("target",
+           cl::desc("cpu (default), or nvptx: the layers run as GPU kernels "
+                    "launched by the object's host code"),
+           cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string> chip("chip",
+                                 cl::desc("GPU architecture with --target "
+                                          "nvptx: sm_80 or sm_90"),
+                                 cl::init("sm_90"), cl::cat(category));
+static cl::opt<std::string>
+    emitKind("emit",
+             cl::desc("obj (default): object file (and --header); with "
+                      "--target nvptx also ptx or cubin: the device code "
+                      "alone"),
+             cl::init("obj"), cl::cat(category));
 
 namespace {
 
@@ -84,6 +98,15 @@ namespace {
   llvm::errs() << "moe-compile: error: " << message << "\n";
   exit(1);
 }
+
+template <typename T> T check(llvm::Expected<T> value) {
+  if (!value)
+    fail(llvm::toString(value.takeError()));
+  return std::move(*value);
+}
+
+/// --target nvptx.
+bool gpu = false;
 
 bool isIdentifier(llvm::StringRef name) {
   if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
@@ -111,8 +134,8 @@ void embedLayerWeights(ModuleOp module, const LayerABI &abi,
     Attribute value =
         field.ctype == "int32_t"
             ? DenseElementsAttr::get(
-                  type, ArrayRef<int32_t>(static_cast<const int32_t *>(data),
-                                          count))
+                  type,
+                  ArrayRef<int32_t>(static_cast<const int32_t *>(data), count))
             : DenseElementsAttr::get(
                   type,
                   ArrayRef<float>(static_cast<const float *>(data), count));
@@ -125,9 +148,9 @@ void embedLayerWeights(ModuleOp module, const LayerABI &abi,
   // The table of pointers, laid out like NAME_weights.
   auto tableType = LLVM::LLVMArrayType::get(ptrType, names.size());
   std::string tableName = abi.symbol + "__weights";
-  auto table = LLVM::GlobalOp::create(b, tableType, /*isConstant=*/true,
-                                      LLVM::Linkage::Internal, tableName,
-                                      Attribute());
+  auto table =
+      LLVM::GlobalOp::create(b, tableType, /*isConstant=*/true,
+                             LLVM::Linkage::Internal, tableName, Attribute());
   {
     OpBuilder::InsertionGuard guard(b);
     Block *init = b.createBlock(&table.getInitializerRegion());
@@ -141,8 +164,8 @@ void embedLayerWeights(ModuleOp module, const LayerABI &abi,
     LLVM::ReturnOp::create(b, array);
   }
   auto fnType = LLVM::LLVMFunctionType::get(ptrType, {});
-  auto fn = LLVM::LLVMFuncOp::create(b, abi.symbol + "_embedded_weights",
-                                     fnType);
+  auto fn =
+      LLVM::LLVMFuncOp::create(b, abi.symbol + "_embedded_weights", fnType);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(fn.addEntryBlock(b));
   Value address = LLVM::AddressOfOp::create(b, ptrType, tableName);
@@ -185,8 +208,8 @@ std::string cTypeOf(Type type) {
 std::string descriptorType(ShapedType type, std::set<std::string> &declared,
                            llvm::raw_ostream &os) {
   std::string element = cTypeOf(type.getElementType());
-  std::string name = "moe_memref_" + element + "_" +
-                     std::to_string(type.getRank()) + "d";
+  std::string name =
+      "moe_memref_" + element + "_" + std::to_string(type.getRank()) + "d";
   if (declared.insert(name).second) {
     os << "typedef struct " << name << " {\n  " << element << " *allocated;\n  "
        << element << " *aligned;\n  int64_t offset;\n";
@@ -208,8 +231,7 @@ int compileMLIRFile(MLIRContext &context) {
     fail("cannot read '" + modelDir + "': " + file.getError().message());
   sourceMgr.AddNewSourceBuffer(std::move(*file), llvm::SMLoc());
   SourceMgrDiagnosticHandler handler(sourceMgr, &context);
-  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr,
-                                                           &context);
+  OwningOpRef<ModuleOp> module = parseSourceFile<ModuleOp>(sourceMgr, &context);
   if (!module)
     return 1;
   if (embedWeights)
@@ -262,7 +284,7 @@ int compileMLIRFile(MLIRContext &context) {
 
   // Plain malloc: the caller frees returned buffers with free().
   if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false,
-                                          /*openmp=*/!noOpenMP))
+                                      /*openmp=*/!noOpenMP))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.targetCPU = targetCPU;
@@ -275,18 +297,18 @@ int compileMLIRFile(MLIRContext &context) {
   llvm::ToolOutputFile out(outputHeader, ec, llvm::sys::fs::OF_Text);
   if (ec)
     fail("cannot open '" + outputHeader + "': " + ec.message());
-  out.os() << "/* Generated by moe-compile from " << modelDir
-           << ". Do not edit.\n *\n"
-              " * Tensors are passed as memref descriptors (dense row-major:\n"
-              " * allocated = aligned = the data, offset 0, strides[i] = the\n"
-              " * product of the later sizes). Returned buffers are malloc'ed\n"
-              " * by the compiled code; free(result.allocated) releases them. */\n"
-           << "#ifndef " << guard << "\n#define " << guard
-           << "\n\n#include <stdbool.h>\n#include <stdint.h>\n\n"
-              "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
-           << decls << functions
-           << "\n#ifdef __cplusplus\n}\n#endif\n\n#endif /* " << guard
-           << " */\n";
+  out.os()
+      << "/* Generated by moe-compile from " << modelDir
+      << ". Do not edit.\n *\n"
+         " * Tensors are passed as memref descriptors (dense row-major:\n"
+         " * allocated = aligned = the data, offset 0, strides[i] = the\n"
+         " * product of the later sizes). Returned buffers are malloc'ed\n"
+         " * by the compiled code; free(result.allocated) releases them. */\n"
+      << "#ifndef " << guard << "\n#define " << guard
+      << "\n\n#include <stdbool.h>\n#include <stdint.h>\n\n"
+         "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n"
+      << decls << functions << "\n#ifdef __cplusplus\n}\n#endif\n\n#endif /* "
+      << guard << " */\n";
   out.keep();
   return 0;
 }
@@ -299,8 +321,22 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(argc, argv, "moe-mlir ahead-of-time compiler\n");
   if (!isIdentifier(prefix))
     fail("--prefix '" + prefix + "' is not a C identifier");
+  if (target != "cpu" && target != "nvptx")
+    fail("--target must be cpu or nvptx, not '" + target + "'");
+  gpu = target == "nvptx";
+  if (gpu && chip != "sm_80" && chip != "sm_90")
+    fail("--chip must be sm_80 or sm_90, not '" + chip + "'");
+  if (emitKind != "obj" && emitKind != "ptx" && emitKind != "cubin")
+    fail("--emit must be obj, ptx or cubin, not '" + emitKind + "'");
+  if (emitKind != "obj" && !gpu)
+    fail("--emit " + emitKind + " needs --target nvptx");
+  if (gpu && noOpenMP)
+    fail("--no-openmp applies to --target cpu only");
 
   if (llvm::StringRef(modelDir).ends_with(".mlir")) {
+    if (gpu)
+      fail("--target nvptx compiles model directories; for a .mlir file run "
+           "moe-opt --moe-nvptx-pipeline");
     DialectRegistry registry;
     registerCompilerDialects(registry);
     MLIRContext context(registry);
@@ -323,9 +359,27 @@ int main(int argc, char **argv) {
   for (const LayerSpec &spec : model->layers)
     abis.push_back(describeLayer(spec, prefix + "_" + spec.name));
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
-  if (llvm::Error error = lowerToLLVM(*module, abis, /*cachingAllocator=*/true,
-                                          /*openmp=*/!noOpenMP))
+  if (gpu) {
+    llvm::StringRef format = emitKind == "ptx"     ? "isa"
+                             : emitKind == "cubin" ? "bin"
+                                                   : "fatbin";
+    if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, format))
+      fail(llvm::toString(std::move(error)));
+    if (emitKind != "obj") {
+      std::string binary = check(getDeviceBinary(*module));
+      std::error_code ec;
+      llvm::ToolOutputFile out(outputObject, ec, llvm::sys::fs::OF_None);
+      if (ec)
+        fail("cannot open '" + outputObject + "': " + ec.message());
+      out.os() << binary;
+      out.keep();
+      return 0;
+    }
+  } else if (llvm::Error error = lowerToLLVM(*module, abis,
+                                             /*cachingAllocator=*/true,
+                                             /*openmp=*/!noOpenMP)) {
     fail(llvm::toString(std::move(error)));
+  }
   if (embedWeights)
     for (auto [abi, weights] : llvm::zip(abis, model->weights))
       embedLayerWeights(*module, abi, weights);
@@ -337,9 +391,23 @@ int main(int argc, char **argv) {
 
   if (!outputHeader.empty()) {
     std::string text = emitCHeader(abis, headerGuard(outputHeader));
+    if (gpu) {
+      size_t at = text.find("#ifdef __cplusplus");
+      text.insert(at,
+                  "/* Compiled for " + chip +
+                      " (--target nvptx): every pointer of the weights, the "
+                      "batch and the outputs\n * is a device pointer (the "
+                      "moe_batch struct itself stays in host memory).\n * "
+                      "Link with libmoe_cuda_runtime.a (-ldl) and see "
+                      "moe_cuda.h for device buffers;\n * MOE_ERROR_DEVICE "
+                      "means a CUDA operation failed. */\n\n");
+    }
     if (embedWeights) {
-      std::string decls = "/* Weights stored in the object (--embed-weights). "
-                          "*/\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n";
+      std::string decls = "/* Weights stored in the object (--embed-weights)" +
+                          std::string(gpu ? ", in host memory: copy them "
+                                            "to the device"
+                                          : "") +
+                          ". */\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n";
       for (const LayerABI &abi : abis)
         decls += "const " + abi.symbol + "_weights *" + abi.symbol +
                  "_embedded_weights(void);\n";

@@ -9,6 +9,7 @@
 #include "mlir/InitAllDialects.h"
 #include "mlir/InitAllExtensions.h"
 #include "mlir/InitAllPasses.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 #include "moe/Dialect/MoE/IR/MoEDialect.h"
@@ -25,6 +26,8 @@ int main(int argc, char **argv) {
   // ...), so moe IR can be combined with and lowered through any of them.
   mlir::registerAllDialects(registry);
   mlir::registerAllExtensions(registry);
+  // gpu-module-to-binary translates device modules to LLVM IR.
+  mlir::registerAllToLLVMIRTranslations(registry);
   registry.insert<mlir::moe::MoEDialect>();
 
   return mlir::asMainReturnCode(mlir::MlirOptMain(

@@ -2,6 +2,7 @@
 //
 //   moe-run --model DIR --check IO.safetensors [--mode jit|aot] [--layer N]
 //   moe-run --model DIR [--tokens T] [--seed S] [--repeat N] [--threads N]
+//   moe-run ... --device cuda [--chip sm_80|sm_90]
 //
 // Imports a Hugging Face MoE model, compiles its MoE layers for this CPU
 // (in process, or ahead of time into an object file linked into a shared
@@ -13,6 +14,7 @@
 #include "moe/Compiler/Compiler.h"
 #include "moe/Frontend/ModelImport.h"
 #include "moe/Frontend/SafeTensors.h"
+#include "moe/Runtime/moe_cuda.h"
 
 #include "mlir/IR/MLIRContext.h"
 
@@ -29,6 +31,7 @@
 #include <chrono>
 #include <cmath>
 #include <dlfcn.h>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -63,10 +66,20 @@ static cl::opt<unsigned> repeat("repeat",
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
+static cl::opt<std::string>
+    device("device",
+           cl::desc("cpu (default), or cuda: compile the layers for the GPU "
+                    "(--target nvptx) and run them on CUDA device 0"),
+           cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    chipOpt("chip",
+            cl::desc("GPU architecture with --device cuda: sm_80 or sm_90 "
+                     "(default: the device's)"),
+            cl::cat(category));
 static cl::opt<double> relTol("rtol", cl::desc("Relative tolerance"),
-                            cl::init(1e-4), cl::cat(category));
+                              cl::init(1e-4), cl::cat(category));
 static cl::opt<double> absTol("atol", cl::desc("Absolute tolerance"),
-                            cl::init(1e-5), cl::cat(category));
+                              cl::init(1e-5), cl::cat(category));
 
 namespace {
 
@@ -89,6 +102,118 @@ struct Entries {
   void *library = nullptr;
 };
 
+/// How one layer's entries are called on host buffers: directly, or
+/// through device copies (--device cuda).
+struct LayerCalls {
+  std::function<int32_t(const MoEBatch &, float *y)> forward;
+  std::function<int32_t(const MoEBatch &, RoutingBuffers &)> route;
+};
+
+bool onGPU() { return device == "cuda"; }
+
+[[noreturn]] void failCUDA(const llvm::Twine &what) {
+  fail(what + ": " + moe_cuda_error_string(moe_cuda_take_error()));
+}
+
+/// A device buffer holding a copy of `bytes` at `host` (or uninitialized
+/// when `host` is null), freed with the object.
+struct DeviceBuffer {
+  DeviceBuffer(const void *host, size_t bytes) : bytes(bytes) {
+    data = moe_cuda_malloc(bytes);
+    if (bytes && !data)
+      failCUDA("cannot allocate " + llvm::Twine(bytes) + " bytes on the GPU");
+    if (host && moe_cuda_copy_to_device(data, host, bytes))
+      failCUDA("copy to the GPU failed");
+  }
+  DeviceBuffer(DeviceBuffer &&other) : data(other.data), bytes(other.bytes) {
+    other.data = nullptr;
+  }
+  ~DeviceBuffer() { moe_cuda_free(data); }
+  void copyTo(void *host) const {
+    if (moe_cuda_copy_to_host(host, data, bytes))
+      failCUDA("copy from the GPU failed");
+  }
+  void *data = nullptr;
+  size_t bytes = 0;
+};
+
+int64_t elementsOf(const EntryArg &arg, int64_t tokens) {
+  int64_t n = 1;
+  for (const DimSpec &dim : arg.shape)
+    n *= dim.kind == DimSpec::Tokens ? tokens : dim.extent;
+  return n;
+}
+
+LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
+                     ForwardFn forward, RouteFn route) {
+  std::vector<const void *> host = getWeightPointers(abi, w);
+  if (!onGPU())
+    return {[=](const MoEBatch &batch, float *y) {
+              return forward(host.data(), &batch, y);
+            },
+            [=, &abi](const MoEBatch &batch, RoutingBuffers &out) {
+              std::vector<void *> pointers = out.pointers(abi);
+              return route(host.data(), &batch, pointers.data());
+            }};
+  // Weights are copied to the device once; the batch arrays and outputs
+  // per call.
+  auto weights = std::make_shared<std::vector<DeviceBuffer>>();
+  auto table = std::make_shared<std::vector<const void *>>();
+  for (const EntryArg &field : abi.weights) {
+    auto [data, count] = getWeightData(w, field.name);
+    weights->emplace_back(data, count * 4);
+    table->push_back(weights->back().data);
+  }
+  int64_t hidden = abi.spec.hidden;
+  auto deviceBatch = [hidden](const MoEBatch &batch,
+                              std::vector<DeviceBuffer> &keep) {
+    MoEBatch d = batch;
+    size_t tokens = std::max<int64_t>(batch.num_tokens, 0);
+    auto copy = [&](const void *p, size_t bytes) -> const void * {
+      if (!p)
+        return nullptr;
+      keep.emplace_back(p, bytes);
+      return keep.back().data;
+    };
+    keep.reserve(3);
+    d.x = static_cast<const float *>(
+        copy(batch.x, tokens * hidden * sizeof(float)));
+    d.token_ids = static_cast<const int64_t *>(
+        copy(batch.token_ids, tokens * sizeof(int64_t)));
+    d.group_offsets = static_cast<const int32_t *>(
+        copy(batch.group_offsets,
+             std::max<int64_t>(batch.num_groups + 1, 0) * sizeof(int32_t)));
+    return d;
+  };
+  return {[=](const MoEBatch &batch, float *y) {
+            std::vector<DeviceBuffer> keep;
+            MoEBatch d = deviceBatch(batch, keep);
+            DeviceBuffer out(nullptr, std::max<int64_t>(batch.num_tokens, 0) *
+                                          hidden * sizeof(float));
+            int32_t status = forward(table->data(), &d, (float *)out.data);
+            if (status >= 0)
+              out.copyTo(y);
+            return status;
+          },
+          [=, &abi](const MoEBatch &batch, RoutingBuffers &routing) {
+            std::vector<DeviceBuffer> keep;
+            MoEBatch d = deviceBatch(batch, keep);
+            std::vector<void *> host = routing.pointers(abi);
+            std::vector<DeviceBuffer> outs;
+            std::vector<void *> pointers;
+            for (const EntryArg &field : abi.routing) {
+              outs.emplace_back(nullptr,
+                                elementsOf(field, batch.num_tokens) * 4);
+              pointers.push_back(outs.back().data);
+            }
+            int32_t status = route(table->data(), &d, pointers.data());
+            if (status >= 0)
+              for (auto [buffer, to] : llvm::zip(outs, host))
+                buffer.copyTo(to);
+            return status;
+          }};
+}
+
 std::string findCCompiler() {
   for (const char *name : {"cc", "clang-22", "clang", "gcc"})
     if (auto path = llvm::sys::findProgramByName(name))
@@ -109,6 +234,8 @@ Entries compile(ModuleOp module, ArrayRef<LayerABI> abis) {
           reinterpret_cast<RouteFn>(lookup(abi.symbol + "_route")));
     }
   };
+  if (onGPU())
+    options.sharedLibraries.push_back(getCUDARuntimeLibrary().str());
   if (mode == "jit") {
     entries.jit = check(JitModule::create(module, options));
     resolve([&](const std::string &name) {
@@ -119,8 +246,7 @@ Entries compile(ModuleOp module, ArrayRef<LayerABI> abis) {
   if (mode != "aot")
     fail("--mode must be jit or aot, not '" + mode + "'");
   llvm::SmallString<128> dir;
-  if (std::error_code ec =
-          llvm::sys::fs::createUniqueDirectory("moe-run", dir))
+  if (std::error_code ec = llvm::sys::fs::createUniqueDirectory("moe-run", dir))
     fail("cannot create a temporary directory: " + ec.message());
   std::string object = (dir + "/layers.o").str();
   std::string library = (dir + "/liblayers.so").str();
@@ -128,8 +254,12 @@ Entries compile(ModuleOp module, ArrayRef<LayerABI> abis) {
     fail(llvm::toString(std::move(error)));
   std::string cc = findCCompiler();
   std::string rpath = ("-Wl,-rpath," + getOpenMPLibraryDir()).str();
+  std::string cudaRpath = ("-Wl,-rpath," + getCUDARuntimeLibraryDir()).str();
   llvm::SmallVector<llvm::StringRef> args = {
       cc, "-shared", "-o", library, object, "-lm", getOpenMPLibrary(), rpath};
+  if (onGPU())
+    args = {cc,       "-shared", "-o", library, object, getCUDARuntimeLibrary(),
+            cudaRpath};
   std::string message;
   if (llvm::sys::ExecuteAndWait(cc, args, std::nullopt, {}, 0, 0, &message))
     fail("linking " + object + " failed: " + message);
@@ -174,8 +304,7 @@ struct Checker {
     llvm::outs() << llvm::formatv(
         "  {0,-14} {1}  max abs {2:e2}  max rel {3:e2}{4}\n", what,
         bad ? "FAIL" : "ok  ", maxAbs, maxRel,
-        bad ? llvm::formatv("  ({0} of {1} outside tolerance)", bad,
-                            got.size())
+        bad ? llvm::formatv("  ({0} of {1} outside tolerance)", bad, got.size())
                   .str()
             : std::string());
   }
@@ -183,9 +312,8 @@ struct Checker {
   void agreement(llvm::StringRef what, size_t agree, size_t total) {
     ok &= agree == total;
     llvm::outs() << llvm::formatv("  {0,-14} {1}  {2}/{3} agree ({4:f1}%)\n",
-                                  what, agree == total ? "ok  " : "FAIL",
-                                  agree, total,
-                                  total ? 100.0 * agree / total : 100.0);
+                                  what, agree == total ? "ok  " : "FAIL", agree,
+                                  total, total ? 100.0 * agree / total : 100.0);
   }
 };
 
@@ -198,13 +326,13 @@ void printLoad(ArrayRef<int32_t> load) {
     maxLoad = std::max<int64_t>(maxLoad, l);
   llvm::outs() << "  expert load:\n";
   for (auto [e, l] : llvm::enumerate(load))
-    llvm::outs() << llvm::formatv("    {0,4} {1,6} {2}\n", e, l,
-                                  std::string((l * 40 + maxLoad - 1) / maxLoad,
-                                              '#'));
+    llvm::outs() << llvm::formatv(
+        "    {0,4} {1,6} {2}\n", e, l,
+        std::string((l * 40 + maxLoad - 1) / maxLoad, '#'));
 }
 
-bool checkLayer(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
-                RouteFn route, const SafeTensorsFile &io) {
+bool checkLayer(const LayerABI &abi, const LayerCalls &calls,
+                const SafeTensorsFile &io) {
   const LayerSpec &spec = abi.spec;
   std::string prefix = "layers." + std::to_string(spec.layerIndex) + ".";
   const TensorView *input = io.lookup(prefix + "input");
@@ -221,14 +349,12 @@ bool checkLayer(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
     ids = asI64(*t);
     batch.token_ids = ids.data();
   }
-  std::vector<const void *> weights = getWeightPointers(abi, w);
   std::vector<float> y(tokens * spec.hidden);
   llvm::outs() << llvm::formatv("layer {0} ({1}): {2} tokens\n",
                                 spec.layerIndex, abi.symbol, tokens);
-  int32_t status = forward(weights.data(), &batch, y.data());
+  int32_t status = calls.forward(batch, y.data());
   RoutingBuffers routing(abi, tokens);
-  std::vector<void *> routingPtrs = routing.pointers(abi);
-  int32_t routeStatus = route(weights.data(), &batch, routingPtrs.data());
+  int32_t routeStatus = calls.route(batch, routing);
   Checker checker;
   if (status < 0 || routeStatus < 0) {
     llvm::outs() << "  FAIL status " << status << " / " << routeStatus << "\n";
@@ -331,8 +457,7 @@ bool checkLayer(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
   return checker.ok;
 }
 
-void runRandom(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
-               RouteFn route) {
+void runRandom(const LayerABI &abi, const LayerCalls &calls) {
   const LayerSpec &spec = abi.spec;
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -348,28 +473,27 @@ void runRandom(const LayerABI &abi, const LayerWeights &w, ForwardFn forward,
   std::vector<int32_t> groups = {0, int32_t(numTokens)};
   batch.group_offsets = groups.data();
   batch.num_groups = 1;
-  std::vector<const void *> weights = getWeightPointers(abi, w);
   std::vector<float> y(x.size());
   std::vector<double> times;
   for (unsigned i = 0; i < std::max(1u, unsigned(repeat)); ++i) {
     auto start = std::chrono::steady_clock::now();
-    int32_t status = forward(weights.data(), &batch, y.data());
+    int32_t status = calls.forward(batch, y.data());
     auto end = std::chrono::steady_clock::now();
     if (status < 0)
       fail("layer " + abi.symbol + " returned status " +
            std::to_string(status));
-    times.push_back(std::chrono::duration<double, std::milli>(end - start)
-                        .count());
+    times.push_back(
+        std::chrono::duration<double, std::milli>(end - start).count());
   }
   llvm::sort(times);
   RoutingBuffers routing(abi, numTokens);
-  std::vector<void *> routingPtrs = routing.pointers(abi);
-  route(weights.data(), &batch, routingPtrs.data());
+  calls.route(batch, routing);
   llvm::outs() << llvm::formatv(
       "layer {0} ({1}): {2} tokens, median {3:f3} ms, min {4:f3} ms over {5} "
-      "runs\n",
+      "runs{6}\n",
       spec.layerIndex, abi.symbol, numTokens, times[times.size() / 2],
-      times.front(), times.size());
+      times.front(), times.size(),
+      onGPU() ? " (with the copies of x and y)" : "");
   printLoad(routing.load);
 }
 
@@ -383,6 +507,24 @@ int main(int argc, char **argv) {
   if (numThreads < 0)
     fail("--threads must be 0 or more");
   setNumThreads(numThreads);
+
+  if (device != "cpu" && device != "cuda")
+    fail("--device must be cpu or cuda, not '" + device + "'");
+  std::string chip = chipOpt;
+  if (onGPU()) {
+    int capability = 0;
+    if (moe_cuda_device_count() == 0) {
+      moe_cuda_malloc(1); // makes the runtime record why
+      failCUDA("--device cuda: no CUDA device");
+    }
+    if (int32_t error = moe_cuda_device_info(nullptr, 0, &capability))
+      fail(llvm::Twine("--device cuda: ") + moe_cuda_error_string(error));
+    if (chip.empty())
+      chip = capability >= 90 ? "sm_90" : "sm_80";
+    if (capability < 80)
+      fail("--device cuda: the device is sm_" + llvm::Twine(capability) +
+           "; sm_80 or later is needed");
+  }
 
   std::optional<int64_t> layer;
   if (onlyLayer >= 0)
@@ -399,8 +541,12 @@ int main(int argc, char **argv) {
     abis.push_back(describeLayer(spec, "moe_" + spec.name));
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
   auto compileStart = std::chrono::steady_clock::now();
-  if (llvm::Error error = lowerToLLVM(*module, abis))
+  if (onGPU()) {
+    if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, "fatbin"))
+      fail(llvm::toString(std::move(error)));
+  } else if (llvm::Error error = lowerToLLVM(*module, abis)) {
     fail(llvm::toString(std::move(error)));
+  }
   Entries entries = compile(*module, abis);
   double compileMs = std::chrono::duration<double, std::milli>(
                          std::chrono::steady_clock::now() - compileStart)
@@ -411,7 +557,8 @@ int main(int argc, char **argv) {
 
   if (checkFile.empty()) {
     for (auto [i, abi] : llvm::enumerate(abis))
-      runRandom(abi, model.weights[i], entries.forward[i], entries.route[i]);
+      runRandom(abi, makeCalls(abi, model.weights[i], entries.forward[i],
+                               entries.route[i]));
     return 0;
   }
   SafeTensorsFile io = check(SafeTensorsFile::open(checkFile));
@@ -422,8 +569,10 @@ int main(int argc, char **argv) {
     if (!io.lookup(prefix + "input"))
       continue;
     ++checked;
-    ok &= checkLayer(abi, model.weights[i], entries.forward[i],
-                     entries.route[i], io);
+    ok &= checkLayer(
+        abi,
+        makeCalls(abi, model.weights[i], entries.forward[i], entries.route[i]),
+        io);
   }
   if (!checked)
     fail("'" + checkFile + "' has no layers.L.input for any MoE layer");

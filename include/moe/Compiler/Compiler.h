@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace mlir {
 class ExecutionEngine;
@@ -33,6 +34,29 @@ void registerCompilerDialects(DialectRegistry &registry);
 llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
                         bool cachingAllocator = true, bool openmp = true);
 
+/// Runs the NVPTX pipeline on `module` (built by buildLayerModule) for
+/// `chip` (sm_80 or sm_90), device code in `format` (isa: PTX, JIT-compiled
+/// by the driver at load; bin: cubin; fatbin: cubin and PTX; bin and fatbin
+/// need the CUDA toolkit's ptxas and fatbinary, see getCUDAToolkitPath),
+/// and adds the C entries of `layers`. Every pointer the entries take
+/// (weights, batch arrays, outputs) is a device pointer; the batch struct
+/// itself is host memory. The code calls the mgpu* functions of
+/// libmoe_cuda_runtime (getCUDARuntimeLibrary); an entry returns
+/// StatusDeviceError when a CUDA operation of the call failed.
+llvm::Error lowerToLLVMForNVPTX(ModuleOp module,
+                                llvm::ArrayRef<LayerABI> layers,
+                                llvm::StringRef chip, llvm::StringRef format);
+
+/// The device code of a module lowered by lowerToLLVMForNVPTX: PTX text
+/// for format isa, the cubin or fatbin bytes otherwise.
+llvm::Expected<std::string> getDeviceBinary(ModuleOp module);
+
+/// libmoe_cuda_runtime: the static archive for linking programs, the shared
+/// library for the JIT, and their directory.
+llvm::StringRef getCUDARuntimeArchive();
+llvm::StringRef getCUDARuntimeLibrary();
+llvm::StringRef getCUDARuntimeLibraryDir();
+
 /// The OpenMP runtime generated code calls (`__kmpc_*`): the library's
 /// path and directory, for linking objects into programs (link the path,
 /// add the directory as an rpath).
@@ -53,6 +77,8 @@ struct CodegenOptions {
   /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.
   std::string targetCPU = "native";
   unsigned optLevel = 3;
+  /// Shared libraries the JIT loads to resolve the code's external calls.
+  std::vector<std::string> sharedLibraries;
 };
 
 /// Writes a relocatable object file for a lowered module.

@@ -104,6 +104,7 @@ enum Status : int32_t {
   StatusTokenIdOutOfRange = 2, ///< bit: a hash token id was outside the table
   StatusNullPointer = -1,
   StatusBadShape = -2,
+  StatusDeviceError = -3, ///< a GPU operation failed (moe_cuda_take_error)
 };
 
 } // namespace mlir::moe::compiler

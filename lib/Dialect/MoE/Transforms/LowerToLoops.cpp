@@ -464,12 +464,10 @@ Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
   return toTensor(b, logits, type);
 }
 
-Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
+/// The gate as a `linalg.generic` contraction (any precision).
+Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
   auto type = cast<RankedTensorType>(op.getType());
   Type element = type.getElementType();
-  if (element.isF32() && getElementTypeOrSelf(op.getInput()).isF32() &&
-      getElementTypeOrSelf(op.getWeight()).isF32())
-    return lowerGateF32(b, op);
   SmallVector<OpFoldResult> sizes = {
       tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
       tensor::getMixedSize(b, b.getLoc(), op.getWeight(), 0)};
@@ -515,6 +513,14 @@ Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
   if (logits.getType() != type)
     logits = tensor::CastOp::create(b, type, logits);
   return logits;
+}
+
+Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
+  if (getElementTypeOrSelf(op.getType()).isF32() &&
+      getElementTypeOrSelf(op.getInput()).isF32() &&
+      getElementTypeOrSelf(op.getWeight()).isF32())
+    return lowerGateF32(b, op);
+  return lowerGateGeneric(b, op);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1570,6 +1576,80 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
 }
 
 //===----------------------------------------------------------------------===//
+// moe.grouped_matmul for GPUs
+//===----------------------------------------------------------------------===//
+//
+// One `scf.parallel` over (plan row, output column): after offloading
+// (--moe-offload-to-gpu) each GPU thread computes one output element. The
+// thread finds its row's expert by scanning the offsets, reads its operand
+// row through the gather map and accumulates in f32 along k, then applies
+// the epilogue. Rows outside every expert's range are zero.
+
+/// `scf.parallel` over [0, ub0) x [0, ub1).
+void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
+                    function_ref<void(Value, Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0), one = em.idx(1);
+  auto par = scf::ParallelOp::create(
+      b, ValueRange{zero, zero}, ValueRange{ub0, ub1}, ValueRange{one, one});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0], par.getInductionVars()[1]);
+}
+
+Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0), one = em.idx(1);
+  GroupedMatmulOperands o = getGroupedMatmulOperands(em, op);
+  Epilogue epilogue = op.getEpilogue();
+  Value E = em.idx(op.getNumExperts());
+  Value inputRows = em.dim(o.x, 0);
+  parallelLoop2D(em, o.numRows, o.width, [&](Value r, Value c) {
+    // The expert whose clamped range [lo, hi) holds r, or -1.
+    // The last expert wins where ranges overlap, as in the CPU lowering.
+    Value expert =
+        em.loop(zero, E, ValueRange{em.idx(-1)},
+                [&](Value e, ValueRange carried) -> SmallVector<Value> {
+                  Value lo =
+                      em.clampIndex(em.load(o.offsets, {e}), zero, o.numRows);
+                  Value hi = em.clampIndex(em.load(o.offsets, {em.add(e, one)}),
+                                           lo, o.numRows);
+                  Value inside = em.andI(em.ge(r, lo), em.lt(r, hi));
+                  return {em.select(inside, e, carried[0])};
+                })[0];
+    Value valid = em.ge(expert, zero);
+    Value src = r;
+    if (o.gather) {
+      Value s = em.load(o.gather, {r});
+      valid = em.andI(valid, em.inRange(s, zero, inputRows));
+      src = em.clampIndex(s, zero, em.sub(inputRows, one));
+    }
+    Value e = em.maxI(expert, zero);
+    bool glu = epilogue == Epilogue::silu_glu;
+    Value upCol = glu ? em.add(c, o.width) : c;
+    SmallVector<Value> sums = em.loop(
+        zero, o.depth, ValueRange{em.f32(0.0), em.f32(0.0)},
+        [&](Value k, ValueRange acc) -> SmallVector<Value> {
+          Value a = em.loadF(o.x, {src, k});
+          Value g = em.add(acc[0], em.mul(a, em.loadF(o.w, {e, c, k})));
+          Value u =
+              glu ? em.add(acc[1], em.mul(a, em.loadF(o.w, {e, upCol, k})))
+                  : acc[1];
+          return {g, u};
+        });
+    SmallVector<Value> accs = {sums[0]};
+    if (glu)
+      accs.push_back(sums[1]);
+    Value scale =
+        epilogue == Epilogue::scale ? em.loadF(o.rowScale, {r}) : Value();
+    Value v = tileEpilogue(em, epilogue, accs, scale).front();
+    em.storeF(em.select(valid, v, em.f32(0.0)), o.out, {r, c});
+  });
+  return toTensor(b, o.out, resultType);
+}
+
+//===----------------------------------------------------------------------===//
 // moe.combine
 //===----------------------------------------------------------------------===//
 
@@ -1615,6 +1695,60 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
     em.loop(zero, width, [&](Value c) {
       em.storeF(em.load(acc, {c}), out, {t, c});
     });
+  });
+  return toTensor(b, out, resultType);
+}
+
+/// moe.combine for GPUs: one parallel iteration per output element, the
+/// slots summed in their order (deterministic).
+Value lowerCombineGPU(ImplicitLocOpBuilder &b, CombineOp op) {
+  Emitter em(b);
+  auto resultType = cast<RankedTensorType>(op.getType());
+  Value zero = em.idx(0);
+  Value y = toBuffer(b, op.getInput());
+  Value weights = toBuffer(b, op.getWeights());
+  Value rows = toBuffer(b, op.getRows());
+  Value passthrough =
+      op.getPassthrough() ? toBuffer(b, op.getPassthrough()) : Value();
+  Value numTokens = em.dim(rows, 0);
+  Value slots = em.dim(rows, 1);
+  Value numRows = em.dim(y, 0);
+  Value width = em.dim(y, 1);
+  SmallVector<Value> dyn;
+  if (resultType.isDynamicDim(0))
+    dyn.push_back(numTokens);
+  if (resultType.isDynamicDim(1))
+    dyn.push_back(width);
+  Value out = em.allocLike(resultType, dyn);
+  parallelLoop2D(em, numTokens, width, [&](Value t, Value c) {
+    Value sum = em.loop(
+        zero, slots, ValueRange{em.f32(0.0)},
+        [&](Value j, ValueRange acc) -> SmallVector<Value> {
+          Value r = em.load(rows, {t, j});
+          Value wt = em.loadF(weights, {t, j});
+          Value fromY = em.inRange(r, zero, numRows);
+          Value row = em.clampIndex(r, zero, em.sub(numRows, em.idx(1)));
+          Value v = em.ifValue(
+              b.getF32Type(), fromY,
+              [&] {
+                return em.loadF(y, {row, c});
+              },
+              [&]() -> Value {
+                if (!passthrough)
+                  return em.f32(0.0);
+                return em.ifValue(
+                    b.getF32Type(), em.eq(r, em.i32(-2)),
+                    [&] {
+                      return em.loadF(passthrough, {t, c});
+                    },
+                    [&] { return em.f32(0.0); });
+              });
+          Value used = fromY;
+          if (passthrough)
+            used = em.orI(used, em.eq(r, em.i32(-2)));
+          return {em.select(used, em.add(acc[0], em.mul(wt, v)), acc[0])};
+        })[0];
+    em.storeF(sum, out, {t, c});
   });
   return toTensor(b, out, resultType);
 }
@@ -1815,20 +1949,24 @@ Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
 // The pass
 //===----------------------------------------------------------------------===//
 
-LogicalResult lowerOne(IRRewriter &rewriter, Operation *op) {
+LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
   LogicalResult status = success();
   TypeSwitch<Operation *>(op)
-      .Case([&](GateOp gate) { results.push_back(lowerGate(b, gate)); })
+      .Case([&](GateOp gate) {
+        results.push_back(gpu ? lowerGateGeneric(b, gate) : lowerGate(b, gate));
+      })
       .Case([&](RouteOp route) { status = lowerRoute(b, route, results); })
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {
-        results.push_back(lowerGroupedMatmul(b, matmul));
+        results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
+                              : lowerGroupedMatmul(b, matmul));
       })
       .Case([&](CombineOp combine) {
-        results.push_back(lowerCombine(b, combine));
+        results.push_back(gpu ? lowerCombineGPU(b, combine)
+                              : lowerCombine(b, combine));
       })
       .Case([&](ExpertsOp experts) {
         results.push_back(lowerExperts(b, experts));
@@ -1849,6 +1987,7 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op) {
 
 struct MoELowerToLoopsPass
     : public mlir::moe::impl::MoELowerToLoopsBase<MoELowerToLoopsPass> {
+  using MoELowerToLoopsBase::MoELowerToLoopsBase;
   void runOnOperation() override {
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
@@ -1859,7 +1998,7 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op)))
+      if (failed(lowerOne(rewriter, op, gpu)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -1870,7 +2009,7 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op)))
+      if (failed(lowerOne(rewriter, op, gpu)))
         return signalPassFailure();
     }
   }

@@ -5,41 +5,180 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
 
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Program.h"
+
 using namespace mlir;
 
-std::string mlir::moe::getMoECPUPipeline(bool genericAllocation,
-                                         bool openmp) {
+std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
   std::string finalize = genericAllocation
                              ? "finalize-memref-to-llvm{use-generic-functions},"
                              : "finalize-memref-to-llvm,";
   return std::string("moe-expand-layer,"
-         "moe-lower-to-loops,"
-         "moe-approximate-vector-math,"
-         "canonicalize,cse,"
-         "one-shot-bufferize{bufferize-function-boundaries "
-         "function-boundary-type-conversion=identity-layout-map},"
-         "buffer-deallocation-pipeline,") +
+                     "moe-lower-to-loops,"
+                     "moe-approximate-vector-math,"
+                     "canonicalize,cse,"
+                     "one-shot-bufferize{bufferize-function-boundaries "
+                     "function-boundary-type-conversion=identity-layout-map},"
+                     "buffer-deallocation-pipeline,") +
          (openmp ? "convert-scf-to-openmp,moe-inline-alloca-scopes," : "") +
          std::string("convert-linalg-to-loops,"
-         "convert-scf-to-cf,"
-         "expand-strided-metadata,"
-         "lower-affine,"
-         "convert-math-to-llvm,"
-         "convert-math-to-libm,"
-         "convert-vector-to-llvm{reassociate-fp-reductions},") +
+                     "convert-scf-to-cf,"
+                     "expand-strided-metadata,"
+                     "lower-affine,"
+                     "convert-math-to-llvm,"
+                     "convert-math-to-libm,"
+                     "convert-vector-to-llvm{reassociate-fp-reductions},") +
          finalize + "convert-to-llvm,reconcile-unrealized-casts";
 }
 
+std::string mlir::moe::findCUDAToolkit() {
+  auto isToolkit = [](llvm::StringRef dir) {
+    llvm::SmallString<256> ptxas(dir), libdevice(dir);
+    llvm::sys::path::append(ptxas, "bin", "ptxas");
+    llvm::sys::path::append(libdevice, "nvvm", "libdevice");
+    return llvm::sys::fs::can_execute(ptxas) &&
+           llvm::sys::fs::is_directory(libdevice);
+  };
+  // An explicit choice is final, valid or not.
+  if (std::optional<std::string> dir =
+          llvm::sys::Process::GetEnv("MOE_CUDA_TOOLKIT"))
+    return isToolkit(*dir) ? *dir : "";
+  for (const char *var : {"CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"})
+    if (std::optional<std::string> dir = llvm::sys::Process::GetEnv(var))
+      if (isToolkit(*dir))
+        return *dir;
+  if (llvm::ErrorOr<std::string> ptxas =
+          llvm::sys::findProgramByName("ptxas")) {
+    llvm::SmallString<256> real;
+    if (!llvm::sys::fs::real_path(*ptxas, real)) {
+      llvm::StringRef dir =
+          llvm::sys::path::parent_path(llvm::sys::path::parent_path(real));
+      if (isToolkit(dir))
+        return dir.str();
+    }
+  }
+  if (isToolkit("/usr/local/cuda"))
+    return "/usr/local/cuda";
+  return "";
+}
+
+std::string mlir::moe::getMoENVPTXPipeline(llvm::StringRef chip,
+                                           llvm::StringRef format,
+                                           llvm::StringRef toolkit) {
+  // After offloading, the steps of upstream's gpu-lower-to-nvvm-pipeline,
+  // spelled out to pass the toolkit to gpu-module-to-binary. PTX 8.0 is the
+  // lowest version every supported chip accepts (LLVM's default, 6.0,
+  // aborts for sm_90). Host code reaches the device through the mgpu*
+  // runtime functions (runtime/cuda).
+  return (llvm::Twine("moe-expand-layer,"
+                      "moe-lower-to-loops{gpu},"
+                      "canonicalize,cse,"
+                      "one-shot-bufferize{bufferize-function-boundaries "
+                      "function-boundary-type-conversion=identity-layout-map},"
+                      "buffer-deallocation-pipeline,"
+                      "convert-linalg-to-parallel-loops,"
+                      "canonicalize,"
+                      "moe-offload-to-gpu,"
+                      "gpu-kernel-outlining,"
+                      "moe-merge-gpu-modules,"
+                      "func.func(gpu-async-region),"
+                      "convert-scf-to-cf,"
+                      "convert-nvvm-to-llvm,"
+                      "convert-func-to-llvm,"
+                      "expand-strided-metadata,"
+                      "nvvm-attach-target{O=3 chip=") +
+          chip +
+          " features=+ptx80},"
+          "lower-affine,"
+          "convert-arith-to-llvm,"
+          "convert-index-to-llvm,"
+          "canonicalize,cse,"
+          "gpu.module(convert-gpu-to-nvvm,canonicalize,cse,"
+          "reconcile-unrealized-casts),"
+          "gpu-to-llvm,"
+          "gpu-module-to-binary{format=" +
+          format + (toolkit.empty() ? "" : " toolkit=") + toolkit +
+          "},"
+          "convert-math-to-llvm,"
+          "finalize-memref-to-llvm,"
+          "canonicalize,cse,"
+          "reconcile-unrealized-casts")
+      .str();
+}
+
+LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
+                                               llvm::StringRef chip,
+                                               llvm::StringRef format,
+                                               llvm::StringRef toolkit) {
+  if (chip != "sm_80" && chip != "sm_90")
+    return llvm::errs() << "moe-nvptx-pipeline: chip must be sm_80 or sm_90, "
+                           "not '"
+                        << chip << "'\n",
+           failure();
+  if (format != "isa" && format != "bin" && format != "fatbin")
+    return llvm::errs() << "moe-nvptx-pipeline: format must be isa, bin or "
+                           "fatbin, not '"
+                        << format << "'\n",
+           failure();
+  return parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit), pm,
+                           llvm::errs());
+}
+
 LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
-                                            bool genericAllocation,
-                                            bool openmp) {
+                                             bool genericAllocation,
+                                             bool openmp) {
   return parsePassPipeline(getMoECPUPipeline(genericAllocation, openmp), pm,
                            llvm::errs());
 }
 
+namespace {
+// Enumerated, so a bad value is a parse error of the pipeline, not a crash.
+enum class Chip { sm80, sm90 };
+enum class Format { isa, bin, fatbin };
+
+struct NVPTXPipelineOptions : public PassPipelineOptions<NVPTXPipelineOptions> {
+  Option<Chip> chip{
+      *this, "chip", llvm::cl::desc("GPU architecture"),
+      llvm::cl::init(Chip::sm90),
+      llvm::cl::values(clEnumValN(Chip::sm80, "sm_80", "Ampere"),
+                       clEnumValN(Chip::sm90, "sm_90", "Hopper"))};
+  Option<Format> format{
+      *this, "format", llvm::cl::desc("Device code in the gpu.binary"),
+      llvm::cl::init(Format::fatbin),
+      llvm::cl::values(clEnumValN(Format::isa, "isa", "PTX text"),
+                       clEnumValN(Format::bin, "bin", "cubin (runs ptxas)"),
+                       clEnumValN(Format::fatbin, "fatbin",
+                                  "cubin and PTX (runs ptxas and fatbinary)"))};
+  Option<std::string> toolkit{
+      *this, "toolkit",
+      llvm::cl::desc("CUDA toolkit directory (ptxas, nvvm/libdevice); "
+                     "default: moe::findCUDAToolkit()")};
+};
+} // namespace
+
 void mlir::moe::registerMoEPipelines() {
+  PassPipelineRegistration<NVPTXPipelineOptions>(
+      "moe-nvptx-pipeline",
+      "Lower moe IR on tensors to LLVM host code that launches NVPTX "
+      "kernels (expand, lower to loops for GPUs, bufferize, offload, "
+      "outline, NVVM, ptxas)",
+      [](OpPassManager &pm, const NVPTXPipelineOptions &options) {
+        StringRef chip = options.chip == Chip::sm80 ? "sm_80" : "sm_90";
+        StringRef format = options.format == Format::isa   ? "isa"
+                           : options.format == Format::bin ? "bin"
+                                                           : "fatbin";
+        std::string toolkit = options.toolkit;
+        if (toolkit.empty())
+          toolkit = findCUDAToolkit();
+        if (failed(buildMoENVPTXPipeline(pm, chip, format, toolkit)))
+          llvm::report_fatal_error("invalid built-in moe-nvptx-pipeline");
+      });
+
   PassPipelineRegistration<>(
       "moe-cpu-pipeline",
       "Lower moe IR on tensors to the LLVM dialect for the CPU "

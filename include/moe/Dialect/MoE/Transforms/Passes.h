@@ -5,6 +5,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -40,7 +41,30 @@ llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm,
                                         bool genericAllocation = false,
                                         bool openmp = true);
 
-/// Registers `--moe-cpu-pipeline`.
+/// The textual pass pipeline that lowers moe IR (tensor functions) to host
+/// code in the LLVM dialect that launches NVPTX kernels embedded as a
+/// `gpu.binary` for `chip` (sm_80 or sm_90) in `format` (isa: PTX text;
+/// bin: cubin; fatbin: cubin and PTX; bin and fatbin run the CUDA
+/// toolkit's ptxas). Function arguments are device buffers. `toolkit` is
+/// the CUDA toolkit directory (ptxas, libdevice); empty lets MLIR look in
+/// CUDA_ROOT / CUDA_HOME / CUDA_PATH and PATH.
+std::string getMoENVPTXPipeline(llvm::StringRef chip, llvm::StringRef format,
+                                llvm::StringRef toolkit = "");
+
+/// The CUDA toolkit directory (holding bin/ptxas and nvvm/libdevice):
+/// MOE_CUDA_TOOLKIT if set (empty when it is not a toolkit), else the first
+/// toolkit among CUDA_ROOT, CUDA_HOME, CUDA_PATH, the ptxas on PATH and
+/// /usr/local/cuda; empty when none is found.
+std::string findCUDAToolkit();
+
+/// Adds the NVPTX pipeline to `pm` (anchored on builtin.module); fails on
+/// an unknown chip or format.
+llvm::LogicalResult buildMoENVPTXPipeline(OpPassManager &pm,
+                                          llvm::StringRef chip,
+                                          llvm::StringRef format,
+                                          llvm::StringRef toolkit = "");
+
+/// Registers `--moe-cpu-pipeline` and `--moe-nvptx-pipeline`.
 void registerMoEPipelines();
 
 #define GEN_PASS_REGISTRATION

@@ -58,7 +58,19 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
 
     Every index read at run time (expert, row, gather source, offset, token
     id, group boundary) is checked or clamped before it addresses memory.
+
+    With `gpu`, the forms suited to one GPU thread per element instead:
+    `moe.gate` is always the `linalg.generic` contraction,
+    `moe.grouped_matmul` one `scf.parallel` over (plan row, output column)
+    whose iterations find their expert, read their operand row through the
+    gather map and accumulate along k, and `moe.combine` one `scf.parallel`
+    over (token, column) summing the slots in order; no vector types are
+    used. `--moe-offload-to-gpu` then turns the parallel loops into kernels.
   }];
+  let options = [
+    Option<"gpu", "gpu", "bool", /*default=*/"false",
+           "Emit the GPU forms (see the description)">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",
@@ -97,6 +109,52 @@ def MoEInlineAllocaScopes : Pass<"moe-inline-alloca-scopes"> {
     enclosing block. Scopes that do allocate are kept.
   }];
   let dependentDialects = ["::mlir::memref::MemRefDialect"];
+}
+
+def MoEOffloadToGPU : Pass<"moe-offload-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Move every buffer access of host functions into GPU kernels";
+  let description = [{
+    Runs on bufferized functions (the output of `--moe-lower-to-loops=gpu`,
+    one-shot bufferization and `convert-linalg-to-parallel-loops`) and
+    rewrites each function body so that the host only allocates, launches
+    and copies, and every load or store of buffer contents happens on the
+    device:
+
+    * `memref.alloc` / `memref.dealloc` (and top-level `memref.alloca`)
+      become `gpu.alloc` / `gpu.dealloc`; a `memref.get_global` becomes a
+      device buffer filled from the global;
+    * a top-level `scf.parallel` becomes one `gpu.launch` of 256-thread
+      blocks over its flattened iteration space (one iteration per thread,
+      the last dimension fastest), skipped when the space is empty;
+    * a contiguous `memref.copy` becomes `gpu.memcpy`;
+    * every maximal run of other statements that touch memory (loop nests,
+      loads, stores) becomes one single-thread `gpu.launch`, run in order;
+      a scalar it computes that the host needs (a returned status, a size)
+      is stored to a one-element device buffer and copied back.
+
+    Side-effect-free scalar and buffer-metadata ops (`arith`, `memref.dim`,
+    views) stay on the host. Function arguments are device buffers. Run
+    `gpu-kernel-outlining` afterwards.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect",
+    "::mlir::gpu::GPUDialect",
+    "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect"
+  ];
+}
+
+def MoEMergeGPUModules : Pass<"moe-merge-gpu-modules", "::mlir::ModuleOp"> {
+  let summary = "Put every outlined kernel into one gpu.module";
+  let description = [{
+    `gpu-kernel-outlining` makes one `gpu.module` per kernel; each becomes
+    its own device binary, loaded separately at program start. This pass
+    moves the kernels of every `gpu.module` without a target into the
+    first one and retargets the `gpu.launch_func` ops, so a compiled layer
+    carries one PTX module / cubin (what `moe-compile --emit ptx|cubin`
+    writes).
+  }];
+  let dependentDialects = ["::mlir::gpu::GPUDialect"];
 }
 
 #endif // MOE_DIALECT_MOE_TRANSFORMS_PASSES_TD

@@ -1,0 +1,75 @@
+// RUN: moe-opt %s --moe-offload-to-gpu --split-input-file --verify-diagnostics | FileCheck %s
+
+// Allocations move to the device, a parallel loop becomes a launch over
+// its flattened iteration space (guarded against an empty one), a serial
+// loop nest becomes a single-thread launch, and the scalar it hands to the
+// host comes back through a one-element device buffer.
+
+// CHECK: module attributes {gpu.container_module}
+// CHECK-LABEL: func.func @offload
+// CHECK-SAME: (%[[A:.*]]: memref<?x4xf32>, %[[OUT:.*]]: memref<?x4xf32>) -> i32
+// CHECK: %[[N:.*]] = memref.dim %[[A]]
+// CHECK: %[[BUF:.*]] = gpu.alloc (%[[N]]) : memref<?x4xf32>
+// CHECK: %[[BLOCKS:.*]] = arith.ceildivui %{{.*}}, %[[C256:.*]] : index
+// CHECK: scf.if
+// CHECK:   gpu.launch blocks({{.*}}) in ({{.*}} = %[[BLOCKS]], {{.*}}) threads({{.*}}) in ({{.*}} = %[[C256]],
+// CHECK:     arith.cmpi ult
+// CHECK:     arith.remui
+// CHECK:     math.exp
+// CHECK:     memref.store {{.*}}, %[[BUF]]
+// CHECK: %[[SLOT:.*]] = gpu.alloc () : memref<1xi32>
+// CHECK: gpu.launch blocks({{.*}}) in ({{.*}} = %[[ONE:.*]], {{.*}} = %[[ONE]], {{.*}} = %[[ONE]]) threads({{.*}}) in ({{.*}} = %[[ONE]], {{.*}} = %[[ONE]], {{.*}} = %[[ONE]])
+// CHECK:   scf.for
+// CHECK:   memref.store {{.*}}, %[[SLOT]]
+// CHECK:   gpu.terminator
+// CHECK: %[[HOST:.*]] = memref.alloca() : memref<1xi32>
+// CHECK: gpu.memcpy %[[HOST]], %[[SLOT]]
+// CHECK: gpu.dealloc %[[SLOT]]
+// CHECK: %[[STATUS:.*]] = memref.load %[[HOST]]
+// CHECK: gpu.memcpy %[[OUT]], %[[BUF]]
+// CHECK: gpu.dealloc %[[BUF]]
+// CHECK: return %[[STATUS]] : i32
+func.func @offload(%a: memref<?x4xf32>, %out: memref<?x4xf32>) -> i32 {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c4 = arith.constant 4 : index
+  %zero = arith.constant 0 : i32
+  %n = memref.dim %a, %c0 : memref<?x4xf32>
+  %buf = memref.alloc(%n) : memref<?x4xf32>
+  scf.parallel (%i, %j) = (%c0, %c0) to (%n, %c4) step (%c1, %c1) {
+    %v = memref.load %a[%i, %j] : memref<?x4xf32>
+    %e = math.exp %v : f32
+    memref.store %e, %buf[%i, %j] : memref<?x4xf32>
+    scf.reduce
+  }
+  %count = scf.for %i = %c0 to %n step %c1 iter_args(%acc = %zero) -> i32 {
+    %v = memref.load %buf[%i, %c0] : memref<?x4xf32>
+    %nan = arith.cmpf uno, %v, %v : f32
+    %one = arith.extui %nan : i1 to i32
+    %next = arith.addi %acc, %one : i32
+    scf.yield %next : i32
+  }
+  memref.copy %buf, %out : memref<?x4xf32> to memref<?x4xf32>
+  memref.dealloc %buf : memref<?x4xf32>
+  return %count : i32
+}
+
+// -----
+
+// A result the host needs that has no scalar type cannot be offloaded.
+func.func @vector_escape(%a: memref<4xf32>) -> vector<4xf32> {
+  %c0 = arith.constant 0 : index
+  %pad = arith.constant 0.0 : f32
+  // expected-error @below {{cannot be offloaded: its result of type 'vector<4xf32>' is needed on the host}}
+  %v = vector.transfer_read %a[%c0], %pad : memref<4xf32>, vector<4xf32>
+  return %v : vector<4xf32>
+}
+
+// -----
+
+// expected-error @below {{cannot be offloaded: its body has several blocks}}
+func.func @blocks(%a: memref<4xf32>) {
+  cf.br ^bb1
+^bb1:
+  return
+}
