@@ -12,7 +12,9 @@
 //   * device memory comes from the driver's stream-ordered pool, which is
 //     told to keep freed memory, so per-call temporaries cost no driver
 //     allocation after the first call;
-//   * streams are recycled per thread instead of created per launch.
+//   * streams are recycled per thread instead of created per launch;
+//   * with MOE_CUDA_PROFILE=1, every launch is timed with CUDA events and
+//     a per-kernel table is printed to stderr at exit.
 //
 // Signatures follow what MLIR 22's lowering emits (see docs/gpu.md).
 //
@@ -24,6 +26,9 @@
 #include <pthread.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <type_traits>
 
 namespace {
@@ -71,6 +76,7 @@ struct Driver {
   CUresult (*cuEventDestroy)(CUevent);
   CUresult (*cuEventRecord)(CUevent, CUstream);
   CUresult (*cuEventSynchronize)(CUevent);
+  CUresult (*cuEventElapsedTime)(float *, CUevent, CUevent);
   CUresult (*cuMemAlloc)(CUdeviceptr *, size_t);
   CUresult (*cuMemFree)(CUdeviceptr);
   CUresult (*cuMemAllocAsync)(CUdeviceptr *, size_t, CUstream);
@@ -131,6 +137,7 @@ void initialize() {
   bind(d.cuEventDestroy, "cuEventDestroy_v2");
   bind(d.cuEventRecord, "cuEventRecord");
   bind(d.cuEventSynchronize, "cuEventSynchronize");
+  bind(d.cuEventElapsedTime, "cuEventElapsedTime");
   bind(d.cuMemAlloc, "cuMemAlloc_v2");
   bind(d.cuMemFree, "cuMemFree_v2");
   bind(d.cuMemAllocAsync, "cuMemAllocAsync", false);
@@ -218,6 +225,70 @@ const Driver *forCleanup() {
 }
 
 CUdeviceptr dptr(const void *p) { return reinterpret_cast<CUdeviceptr>(p); }
+
+//===----------------------------------------------------------------------===//
+// MOE_CUDA_PROFILE=1: per-kernel times, printed to stderr at exit
+//===----------------------------------------------------------------------===//
+
+struct KernelStats {
+  CUfunction function;
+  char name[96];
+  double ms;
+  long long launches;
+};
+constexpr int kMaxKernels = 512;
+KernelStats kernels[kMaxKernels];
+int numKernels = 0;
+pthread_mutex_t kernelsLock = PTHREAD_MUTEX_INITIALIZER;
+
+bool profiling() {
+  static int enabled = -1;
+  if (enabled < 0) {
+    const char *v = getenv("MOE_CUDA_PROFILE");
+    enabled = v && *v && strcmp(v, "0") != 0;
+  }
+  return enabled;
+}
+
+void printProfile() {
+  double total = 0;
+  for (int i = 0; i < numKernels; ++i)
+    total += kernels[i].ms;
+  // Largest first (a selection sort: a few hundred kernels at most).
+  for (int i = 0; i < numKernels; ++i) {
+    int best = i;
+    for (int j = i + 1; j < numKernels; ++j)
+      if (kernels[j].ms > kernels[best].ms)
+        best = j;
+    KernelStats tmp = kernels[i];
+    kernels[i] = kernels[best];
+    kernels[best] = tmp;
+  }
+  fprintf(stderr, "moe_cuda profile: %.3f ms in %d kernels\n", total,
+          numKernels);
+  for (int i = 0; i < numKernels; ++i)
+    fprintf(stderr, "  %10.3f ms %5.1f%% %8lld launches  %s\n", kernels[i].ms,
+            total > 0 ? 100 * kernels[i].ms / total : 0.0, kernels[i].launches,
+            kernels[i].name);
+}
+
+/// The statistics of `fn`, created (named `name`) on first sight.
+KernelStats *statsFor(CUfunction fn, const char *name) {
+  pthread_mutex_lock(&kernelsLock);
+  KernelStats *found = nullptr;
+  for (int i = 0; i < numKernels && !found; ++i)
+    if (kernels[i].function == fn)
+      found = &kernels[i];
+  if (!found && numKernels < kMaxKernels) {
+    if (numKernels == 0)
+      atexit(printProfile);
+    found = &kernels[numKernels++];
+    found->function = fn;
+    snprintf(found->name, sizeof found->name, "%s", name ? name : "?");
+  }
+  pthread_mutex_unlock(&kernelsLock);
+  return found;
+}
 
 } // namespace
 
@@ -382,6 +453,8 @@ void *mgpuModuleGetFunction(void *module, const char *name) {
   CUfunction fn = nullptr;
   CUresult r = d->cuModuleGetFunction(&fn, static_cast<CUmodule>(module), name);
   record(r);
+  if (r == 0 && profiling())
+    statsFor(fn, name);
   return r == 0 ? fn : nullptr;
 }
 
@@ -394,9 +467,30 @@ void mgpuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
   const Driver *d = ready();
   if (!d)
     return;
+  CUevent start = nullptr, end = nullptr;
+  if (profiling()) {
+    d->cuEventCreate(&start, 0);
+    d->cuEventCreate(&end, 0);
+    d->cuEventRecord(start, static_cast<CUstream>(stream));
+  }
   record(d->cuLaunchKernel(static_cast<CUfunction>(function), gridX, gridY,
                            gridZ, blockX, blockY, blockZ, smem,
                            static_cast<CUstream>(stream), params, extra));
+  if (start) {
+    float ms = 0;
+    d->cuEventRecord(end, static_cast<CUstream>(stream));
+    d->cuEventSynchronize(end);
+    d->cuEventElapsedTime(&ms, start, end);
+    d->cuEventDestroy(start);
+    d->cuEventDestroy(end);
+    if (KernelStats *stats =
+            statsFor(static_cast<CUfunction>(function), nullptr)) {
+      pthread_mutex_lock(&kernelsLock);
+      stats->ms += ms;
+      stats->launches += 1;
+      pthread_mutex_unlock(&kernelsLock);
+    }
+  }
 }
 
 void *mgpuStreamCreate() {

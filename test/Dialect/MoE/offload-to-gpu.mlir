@@ -1,7 +1,8 @@
 // RUN: moe-opt %s --moe-offload-to-gpu --split-input-file --verify-diagnostics | FileCheck %s
 
 // Allocations move to the device, a parallel loop becomes a launch over
-// its flattened iteration space (guarded against an empty one), a serial
+// its flattened iteration space (at least one block; threads past the end
+// do nothing), a serial
 // loop nest becomes a single-thread launch, and the scalar it hands to the
 // host comes back through a one-element device buffer.
 
@@ -10,8 +11,9 @@
 // CHECK-SAME: (%[[A:.*]]: memref<?x4xf32>, %[[OUT:.*]]: memref<?x4xf32>) -> i32
 // CHECK: %[[N:.*]] = memref.dim %[[A]]
 // CHECK: %[[BUF:.*]] = gpu.alloc (%[[N]]) : memref<?x4xf32>
-// CHECK: %[[BLOCKS:.*]] = arith.ceildivui %{{.*}}, %[[C256:.*]] : index
-// CHECK: scf.if
+// CHECK: %[[CEIL:.*]] = arith.ceildivui %{{.*}}, %[[C256:.*]] : index
+// CHECK: %[[BLOCKS:.*]] = arith.maxui %[[CEIL]], %{{.*}} : index
+// CHECK-NOT: scf.if
 // CHECK:   gpu.launch blocks({{.*}}) in ({{.*}} = %[[BLOCKS]], {{.*}}) threads({{.*}}) in ({{.*}} = %[[C256]],
 // CHECK:     arith.cmpi ult
 // CHECK:     arith.remui
@@ -73,3 +75,41 @@ func.func @blocks(%a: memref<4xf32>) {
 ^bb1:
   return
 }
+
+// -----
+
+// A launcher declaration gets its kernels: the output zeroed, then one
+// launch of 256-thread blocks over (column tiles, row tiles + experts) with
+// three 16 x 65 workgroup tiles (operand, gate, up), barriers around the
+// register-tile FMAs. The call stays on the host.
+// CHECK-LABEL: func.func @caller
+// CHECK-NEXT: call @__moe_gpu_grouped_matmul
+// CHECK-LABEL: func.func private @__moe_gpu_grouped_matmul
+// CHECK: gpu.memset %{{.*}}, %{{.*}} : memref<?x128xf32>, f32
+// CHECK: gpu.launch
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>)
+// CHECK: scf.for
+// CHECK: gpu.barrier
+// CHECK-COUNT-32: math.fma
+// CHECK: gpu.barrier
+// CHECK: math.exp
+// CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] : memref<?x128xf32>
+// Then the decode kernel for experts of at most 8 rows: 8 warps per block,
+// lanes striding along k by 32, 16 accumulators (8 rows, gate and up)
+// summed over the lanes by a butterfly of 5 shuffles each.
+// CHECK: gpu.launch
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32{{.*}} iter_args
+// CHECK-COUNT-16: math.fma
+// CHECK-COUNT-80: gpu.shuffle xor
+// CHECK: math.exp
+func.func @caller(%x: memref<?x64xf32>, %w: memref<8x256x64xf32>, %o: memref<9xi32>,
+                  %g: memref<?xi32>, %out: memref<?x128xf32>) {
+  call @__moe_gpu_grouped_matmul(%x, %w, %o, %g, %out) : (memref<?x64xf32>, memref<8x256x64xf32>, memref<9xi32>, memref<?xi32>, memref<?x128xf32>) -> ()
+  return
+}
+func.func private @__moe_gpu_grouped_matmul(memref<?x64xf32>, memref<8x256x64xf32>, memref<9xi32>, memref<?xi32>, memref<?x128xf32>) attributes {moe.gpu_launcher = {epilogue = #moe.epilogue<silu_glu>, gather = true, kind = "grouped_matmul", num_experts = 8 : i64, row_scale = false}}
+
+// -----
+
+// expected-error @below {{has an unknown moe.gpu_launcher configuration}}
+func.func private @bad_launcher(memref<4xf32>) attributes {moe.gpu_launcher = {kind = "fft"}}

@@ -29,6 +29,8 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -331,6 +333,17 @@ Value toTensor(ImplicitLocOpBuilder &b, Value memref, Type tensorType) {
                                            /*writable=*/true);
 }
 
+/// `scf.parallel` over [lb, ub) with unit step.
+void parallelLoop(Emitter &em, Value lb, Value ub,
+                  function_ref<void(Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto par = scf::ParallelOp::create(b, ValueRange{lb}, ValueRange{ub},
+                                     ValueRange{em.idx(1)});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0]);
+}
+
 /// Softmax of row `t` of `logits` over columns [0, n) into `out[0, n)`
 /// (f32), with NaN treated as -inf. An all -inf row gives all zeros.
 void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
@@ -464,6 +477,31 @@ Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
   return toTensor(b, logits, type);
 }
 
+/// logits + bias (broadcast over the rows), as a `linalg.generic`.
+Value addGateBias(ImplicitLocOpBuilder &b, Value logits, Value bias,
+                  ArrayRef<OpFoldResult> sizes) {
+  MLIRContext *ctx = b.getContext();
+  AffineExpr t, r;
+  bindDims(ctx, t, r);
+  SmallVector<AffineMap> maps = {AffineMap::get(2, 0, {t, r}, ctx),
+                                 AffineMap::get(2, 0, {r}, ctx),
+                                 AffineMap::get(2, 0, {t, r}, ctx)};
+  Value out = tensor::EmptyOp::create(
+      b, sizes, cast<RankedTensorType>(logits.getType()).getElementType());
+  return linalg::GenericOp::create(
+             b, TypeRange{out.getType()}, ValueRange{logits, bias},
+             ValueRange{out}, maps,
+             {utils::IteratorType::parallel, utils::IteratorType::parallel},
+             [](OpBuilder &nb, Location loc, ValueRange args) {
+               Value v = args[1];
+               if (v.getType() != args[0].getType())
+                 v = arith::ExtFOp::create(nb, loc, args[0].getType(), v);
+               Value sum = arith::AddFOp::create(nb, loc, args[0], v);
+               linalg::YieldOp::create(nb, loc, sum);
+             })
+      .getResult(0);
+}
+
 /// The gate as a `linalg.generic` contraction (any precision).
 Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
   auto type = cast<RankedTensorType>(op.getType());
@@ -493,22 +531,43 @@ Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
             linalg::YieldOp::create(nb, loc, acc);
           })
           .getResult(0);
+  if (Value bias = op.getBias())
+    logits = addGateBias(b, logits, bias, sizes);
+  if (logits.getType() != type)
+    logits = tensor::CastOp::create(b, type, logits);
+  return logits;
+}
+
+Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op);
+
+/// The gate on GPUs: the grouped-matmul kernels with one expert holding
+/// every token (the decode kernel streams the router weights once for a
+/// few tokens; the tiled kernel takes larger batches).
+Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
+  auto type = cast<RankedTensorType>(op.getType());
+  auto wType = cast<RankedTensorType>(op.getWeight().getType());
+  Value w3 = tensor::ExpandShapeOp::create(
+      b,
+      RankedTensorType::get({1, wType.getDimSize(0), wType.getDimSize(1)},
+                            wType.getElementType()),
+      op.getWeight(), ArrayRef<ReassociationIndices>{{0, 1}, {2}});
+  Value numTokens = tensor::DimOp::create(b, op.getInput(), 0);
+  Value offsets = tensor::FromElementsOp::create(
+      b, RankedTensorType::get({2}, b.getI32Type()),
+      ValueRange{arith::ConstantIntOp::create(b, b.getI32Type(), 0),
+                 arith::IndexCastOp::create(b, b.getI32Type(), numTokens)});
+  auto matmulType = RankedTensorType::get(
+      {ShapedType::kDynamic, wType.getDimSize(0)}, b.getF32Type());
+  auto matmul = GroupedMatmulOp::create(b, matmulType, op.getInput(), w3,
+                                        offsets, /*gather=*/Value(),
+                                        /*row_scale=*/Value(), Epilogue::none);
+  Value logits = lowerGroupedMatmulGPU(b, matmul);
+  matmul.erase();
   if (Value bias = op.getBias()) {
-    AffineExpr t2, r2;
-    bindDims(ctx, t2, r2);
-    SmallVector<AffineMap> biasMaps = {AffineMap::get(2, 0, {t2, r2}, ctx),
-                                       AffineMap::get(2, 0, {r2}, ctx),
-                                       AffineMap::get(2, 0, {t2, r2}, ctx)};
-    Value out = tensor::EmptyOp::create(b, sizes, element);
-    logits = linalg::GenericOp::create(
-                 b, TypeRange{out.getType()}, ValueRange{logits, bias},
-                 ValueRange{out}, biasMaps,
-                 {utils::IteratorType::parallel, utils::IteratorType::parallel},
-                 [](OpBuilder &nb, Location loc, ValueRange args) {
-                   Value sum = arith::AddFOp::create(nb, loc, args[0], args[1]);
-                   linalg::YieldOp::create(nb, loc, sum);
-                 })
-                 .getResult(0);
+    SmallVector<OpFoldResult> sizes = {
+        tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
+        b.getIndexAttr(wType.getDimSize(0))};
+    logits = addGateBias(b, logits, bias, sizes);
   }
   if (logits.getType() != type)
     logits = tensor::CastOp::create(b, type, logits);
@@ -594,26 +653,55 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
 /// limit, then `slots` rounds of argmax with ties to the lower index.
 void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
                           Value bias, Value indices, Value weights,
-                          Value numTokens, int64_t numExperts, int64_t slots) {
+                          Value numTokens, int64_t numExperts, int64_t slots,
+                          bool parallel) {
   ImplicitLocOpBuilder &b = em.b;
   Value zero = em.idx(0);
   Value numCols = em.dim(logits, 1);
   Value E = em.idx(numExperts);
   Type f32 = b.getF32Type();
-  Value scores = em.alloc({ShapedType::kDynamic}, f32, {numCols});
-  Value select = em.alloc({ShapedType::kDynamic}, f32, {numCols});
-  Value taken = em.alloc({ShapedType::kDynamic}, b.getI32Type(), {numCols});
   bool topP = router.getKind() == RouterKind::top_p;
   bool softmaxAfter = router.getSoftmaxAfter();
   bool sigmoid = !topP && router.getScore() == ScoreFunc::sigmoid;
   int64_t nGroup = router.getNGroup();
-  Value groupScores, groupKept;
-  if (nGroup > 0) {
-    groupScores = em.alloc({nGroup}, f32, {});
-    groupKept = em.alloc({nGroup}, b.getI32Type(), {});
-  }
+  // Per-token scratch: shared buffers for a sequential token loop, or
+  // buffers on each iteration's stack for a parallel one (the GPU form:
+  // one thread per token), which needs the column count static.
+  int64_t staticCols = cast<MemRefType>(logits.getType()).getDimSize(1);
+  parallel &= !ShapedType::isDynamic(staticCols);
+  Value scores, select, taken, groupScores, groupKept;
+  auto allocScratch = [&] {
+    auto make = [&](int64_t n, Type t) -> Value {
+      if (parallel)
+        return memref::AllocaOp::create(b, MemRefType::get({n}, t));
+      return em.alloc({ShapedType::kDynamic}, t, {em.idx(n)});
+    };
+    if (parallel) {
+      scores = make(staticCols, f32);
+      select = make(staticCols, f32);
+      taken = make(staticCols, b.getI32Type());
+    } else {
+      scores = em.alloc({ShapedType::kDynamic}, f32, {numCols});
+      select = em.alloc({ShapedType::kDynamic}, f32, {numCols});
+      taken = em.alloc({ShapedType::kDynamic}, b.getI32Type(), {numCols});
+    }
+    if (nGroup > 0) {
+      groupScores = make(nGroup, f32);
+      groupKept = make(nGroup, b.getI32Type());
+    }
+  };
+  if (!parallel)
+    allocScratch();
 
-  em.loop(zero, numTokens, [&](Value t) {
+  auto tokenLoop = [&](function_ref<void(Value)> body) {
+    if (!parallel)
+      return em.loop(zero, numTokens, body);
+    parallelLoop(em, zero, numTokens, [&](Value t) {
+      allocScratch();
+      body(t);
+    });
+  };
+  tokenLoop([&](Value t) {
     // Scores.
     if (softmaxAfter) {
       em.loop(zero, numCols, [&](Value e) {
@@ -857,7 +945,7 @@ void emitBalancedRoute(Emitter &em, Value logits, Value indices, Value weights,
 }
 
 LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
-                         SmallVectorImpl<Value> &results) {
+                         SmallVectorImpl<Value> &results, bool gpu) {
   Emitter em(b);
   RouterAttr router = op.getRouter();
   int64_t numExperts = op.getNumExperts();
@@ -890,7 +978,7 @@ LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
     emitTokenChoiceRoute(em, router, logits,
                          op.getBias() ? toBuffer(b, op.getBias()) : Value(),
                          indices, weights, numTokens, numExperts,
-                         router.getNumSlots(numExperts));
+                         router.getNumSlots(numExperts), gpu);
     break;
   case RouterKind::balanced:
     emitBalancedRoute(em, logits, indices, weights, numTokens, numExperts);
@@ -1149,17 +1237,6 @@ constexpr int64_t kPanelVecs = 2, kPanelRows = kPanelVecs * kLanes,
 
 VectorType vec16(OpBuilder &b) {
   return VectorType::get({kLanes}, b.getF32Type());
-}
-
-/// `scf.parallel` over [lb, ub) with unit step.
-void parallelLoop(Emitter &em, Value lb, Value ub,
-                  function_ref<void(Value)> body) {
-  ImplicitLocOpBuilder &b = em.b;
-  auto par = scf::ParallelOp::create(b, ValueRange{lb}, ValueRange{ub},
-                                     ValueRange{em.idx(1)});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(par.getBody()->getTerminator());
-  body(par.getInductionVars()[0]);
 }
 
 /// The buffers and extents both grouped_matmul lowerings start from, and
@@ -1576,77 +1653,340 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
 }
 
 //===----------------------------------------------------------------------===//
-// moe.grouped_matmul for GPUs
+// moe.grouped_matmul for GPUs: a tiled kernel behind a launcher function
 //===----------------------------------------------------------------------===//
 //
-// One `scf.parallel` over (plan row, output column): after offloading
-// (--moe-offload-to-gpu) each GPU thread computes one output element. The
-// thread finds its row's expert by scanning the offsets, reads its operand
-// row through the gather map and accumulates in f32 along k, then applies
-// the epilogue. Rows outside every expert's range are zero.
+// The op becomes a call of a private launcher function (attribute
+// `moe.gpu_launcher`, one per op) that `--moe-offload-to-gpu` keeps on the
+// host and whose body is a `gpu.launch` written for the GPU directly:
+//
+//   * the output is zeroed (rows outside every expert stay zero);
+//   * block (x, y) computes a 64 x 64 output tile: column tile x, and row
+//     tile y of the schedule that the offsets give (each expert's rows cut
+//     into 64-row tiles, experts in order), found by every block scanning
+//     the offsets itself, so no host round trip; blocks past the last tile
+//     exit;
+//   * per 16-deep k step, the block's 256 threads stage the operand tile
+//     (rows read through the gather map) and the weight tile (gate and, for
+//     silu_glu, up rows read in place from the [E, N, K] weights) in
+//     workgroup memory, then each thread accumulates a 4 x 4 register tile
+//     (two for silu_glu) in f32;
+//   * the epilogue (activation, row scale) runs on the registers.
+//
+// Expert ranges are made disjoint in expert order (lo_e = max(offsets[e],
+// hi_{e-1})), which is what dispatch plans produce.
 
-/// `scf.parallel` over [0, ub0) x [0, ub1).
-void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
-                    function_ref<void(Value, Value)> body) {
-  ImplicitLocOpBuilder &b = em.b;
-  Value zero = em.idx(0), one = em.idx(1);
-  auto par = scf::ParallelOp::create(
-      b, ValueRange{zero, zero}, ValueRange{ub0, ub1}, ValueRange{one, one});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(par.getBody()->getTerminator());
-  body(par.getInductionVars()[0], par.getInductionVars()[1]);
+constexpr llvm::StringLiteral kGpuLauncherAttr = "moe.gpu_launcher";
+/// Experts with at most this many rows take the decode kernel.
+constexpr int64_t kGpuDecodeRows = 8;
+constexpr int64_t kGpuTile = 64, kGpuDepth = 16, kGpuThreads = 256,
+                  kGpuMicro = 4, kGpuPad = 1;
+
+/// Declares a private launcher function of `module` taking `args` (named
+/// after `base`, uniqued) whose `moe.gpu_launcher` dictionary `config`
+/// says what buildGPULauncherBody builds into it after bufferization.
+func::FuncOp declareLauncher(ModuleOp module, Location loc, StringRef base,
+                             ValueRange args, DictionaryAttr config) {
+  OpBuilder mb(module.getContext());
+  auto fn = func::FuncOp::create(
+      mb, loc, base,
+      FunctionType::get(module.getContext(), args.getTypes(), {}));
+  fn.setPrivate();
+  fn->setAttr(kGpuLauncherAttr, config);
+  SymbolTable(module).insert(fn);
+  return fn;
 }
 
 Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
-  Emitter em(b);
+  Emitter outer(b);
   auto resultType = cast<RankedTensorType>(op.getType());
-  Value zero = em.idx(0), one = em.idx(1);
-  GroupedMatmulOperands o = getGroupedMatmulOperands(em, op);
-  Epilogue epilogue = op.getEpilogue();
-  Value E = em.idx(op.getNumExperts());
-  Value inputRows = em.dim(o.x, 0);
-  parallelLoop2D(em, o.numRows, o.width, [&](Value r, Value c) {
-    // The expert whose clamped range [lo, hi) holds r, or -1.
-    // The last expert wins where ranges overlap, as in the CPU lowering.
-    Value expert =
-        em.loop(zero, E, ValueRange{em.idx(-1)},
-                [&](Value e, ValueRange carried) -> SmallVector<Value> {
-                  Value lo =
-                      em.clampIndex(em.load(o.offsets, {e}), zero, o.numRows);
-                  Value hi = em.clampIndex(em.load(o.offsets, {em.add(e, one)}),
-                                           lo, o.numRows);
-                  Value inside = em.andI(em.ge(r, lo), em.lt(r, hi));
-                  return {em.select(inside, e, carried[0])};
-                })[0];
-    Value valid = em.ge(expert, zero);
-    Value src = r;
-    if (o.gather) {
-      Value s = em.load(o.gather, {r});
-      valid = em.andI(valid, em.inRange(s, zero, inputRows));
-      src = em.clampIndex(s, zero, em.sub(inputRows, one));
-    }
-    Value e = em.maxI(expert, zero);
-    bool glu = epilogue == Epilogue::silu_glu;
-    Value upCol = glu ? em.add(c, o.width) : c;
-    SmallVector<Value> sums = em.loop(
-        zero, o.depth, ValueRange{em.f32(0.0), em.f32(0.0)},
-        [&](Value k, ValueRange acc) -> SmallVector<Value> {
-          Value a = em.loadF(o.x, {src, k});
-          Value g = em.add(acc[0], em.mul(a, em.loadF(o.w, {e, c, k})));
-          Value u =
-              glu ? em.add(acc[1], em.mul(a, em.loadF(o.w, {e, upCol, k})))
-                  : acc[1];
-          return {g, u};
-        });
-    SmallVector<Value> accs = {sums[0]};
-    if (glu)
-      accs.push_back(sums[1]);
-    Value scale =
-        epilogue == Epilogue::scale ? em.loadF(o.rowScale, {r}) : Value();
-    Value v = tileEpilogue(em, epilogue, accs, scale).front();
-    em.storeF(em.select(valid, v, em.f32(0.0)), o.out, {r, c});
-  });
+  GroupedMatmulOperands o = getGroupedMatmulOperands(outer, op);
+  SmallVector<Value> args = {o.x, o.w, o.offsets};
+  if (o.gather)
+    args.push_back(o.gather);
+  if (o.rowScale)
+    args.push_back(o.rowScale);
+  args.push_back(o.out);
+  MLIRContext *ctx = b.getContext();
+  SmallVector<NamedAttribute> config = {
+      b.getNamedAttr("kind", b.getStringAttr("grouped_matmul")),
+      b.getNamedAttr("epilogue", EpilogueAttr::get(ctx, op.getEpilogue())),
+      b.getNamedAttr("num_experts", b.getI64IntegerAttr(op.getNumExperts())),
+      b.getNamedAttr("gather", b.getBoolAttr(bool(o.gather))),
+      b.getNamedAttr("row_scale", b.getBoolAttr(bool(o.rowScale)))};
+  func::FuncOp fn = declareLauncher(op->getParentOfType<ModuleOp>(), b.getLoc(),
+                                    "__moe_gpu_grouped_matmul", args,
+                                    DictionaryAttr::get(ctx, config));
+  func::CallOp::create(b, fn, args);
   return toTensor(b, o.out, resultType);
+}
+
+/// The body of a grouped_matmul launcher (see above).
+void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
+  auto epilogueAttr = config.getAs<EpilogueAttr>("epilogue");
+  Epilogue epilogue = epilogueAttr.getValue();
+  bool hasGather = config.getAs<BoolAttr>("gather").getValue();
+  bool hasRowScale = config.getAs<BoolAttr>("row_scale").getValue();
+  int64_t numExperts = config.getAs<IntegerAttr>("num_experts").getInt();
+  Block *entry = fn.addEntryBlock();
+  OpBuilder eb(fn.getContext());
+  eb.setInsertionPointToEnd(entry);
+  auto ret = func::ReturnOp::create(eb, fn.getLoc());
+  ImplicitLocOpBuilder fb(fn.getLoc(), ret);
+  Emitter em(fb);
+  auto fnArgs = fn.getArguments();
+  Value x = fnArgs[0], w = fnArgs[1], offsets = fnArgs[2];
+  size_t next = 3;
+  Value gather = hasGather ? Value(fnArgs[next++]) : Value();
+  Value rowScale = hasRowScale ? Value(fnArgs[next++]) : Value();
+  Value out = fnArgs[next];
+  bool glu = epilogue == Epilogue::silu_glu;
+  Value zero = em.idx(0), one = em.idx(1);
+  Value numRows = em.dim(out, 0), width = em.dim(out, 1);
+  Value depth = em.dim(x, 1), inputRows = em.dim(x, 0);
+  Value E = em.idx(numExperts);
+  Value tile = em.idx(kGpuTile);
+  auto ceilDiv = [&](Emitter &e, Value v, Value d) -> Value {
+    return arith::CeilDivUIOp::create(e.b, v, d);
+  };
+  gpu::MemsetOp::create(fb, Type(), ValueRange{}, out, em.f32(0.0));
+  // At least one column tile (blocks check the columns they touch): the
+  // launch stays unconditional, in the caller's chain of GPU operations.
+  Value colTiles = arith::MaxUIOp::create(fb, ceilDiv(em, width, tile), one);
+  Value rowTiles = em.add(ceilDiv(em, numRows, tile), E);
+  {
+    MLIRContext *ctx = fb.getContext();
+    auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
+    auto tileType = MemRefType::get({kGpuDepth, kGpuTile + kGpuPad},
+                                    fb.getF32Type(), AffineMap(), wg);
+    SmallVector<Type> attributions(glu ? 3 : 2, tileType);
+    auto launch = gpu::LaunchOp::create(
+        fb, colTiles, rowTiles, one, em.idx(kGpuThreads), one, one,
+        /*dynamicSharedMemorySize=*/nullptr, /*asyncTokenType=*/nullptr,
+        ValueRange{}, attributions);
+    OpBuilder::InsertionGuard guard(fb);
+    fb.setInsertionPointToEnd(&launch.getBody().front());
+    auto terminator = gpu::TerminatorOp::create(fb);
+    fb.setInsertionPoint(terminator);
+    Emitter k(fb);
+    auto tiles = launch.getWorkgroupAttributions();
+    Value aTile = tiles[0], gTile = tiles[1];
+    Value uTile = glu ? Value(tiles[2]) : Value();
+    Value bx = launch.getBlockIds().x, by = launch.getBlockIds().y;
+    Value tid = launch.getThreadIds().x;
+
+    // The expert and row range of row tile `by`.
+    SmallVector<Value> found = k.loop(
+        zero, E, ValueRange{k.idx(-1), zero, zero, zero, zero},
+        [&](Value e, ValueRange c) -> SmallVector<Value> {
+          Value lo = k.clampIndex(k.load(offsets, {e}), c[4], numRows);
+          Value hi =
+              k.clampIndex(k.load(offsets, {k.add(e, one)}), lo, numRows);
+          // Experts with few rows are the decode kernel's.
+          Value rows = k.sub(hi, lo);
+          Value n = k.select(k.gt(rows, k.idx(kGpuDecodeRows)),
+                             ceilDiv(k, rows, tile), zero);
+          Value base = c[3];
+          Value inside = k.andI(k.ge(by, base), k.lt(by, k.add(base, n)));
+          Value start = k.add(lo, k.mul(k.sub(by, base), tile));
+          return {k.select(inside, e, c[0]), k.select(inside, start, c[1]),
+                  k.select(inside, hi, c[2]), k.add(base, n), hi};
+        });
+    Value expert = found[0], rowStart = found[1], rowEnd = found[2];
+    k.ifThen(k.ge(expert, zero), [&] {
+      Value ty = arith::DivUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
+      Value tx = arith::RemUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
+      Value c0 = k.mul(bx, tile);
+      int64_t numAcc = kGpuMicro * kGpuMicro * (glu ? 2 : 1);
+      SmallVector<Value> inits(numAcc, k.f32(0.0));
+      Value depthStep = k.idx(kGpuDepth);
+      auto forOp = scf::ForOp::create(fb, zero, depth, depthStep, inits);
+      {
+        OpBuilder::InsertionGuard loopGuard(fb);
+        fb.setInsertionPointToStart(forOp.getBody());
+        Value k0 = forOp.getInductionVar();
+        // Stage the tiles: element i = tid + j * threads is (row or column
+        // i / 16, depth i % 16).
+        for (int64_t j = 0; j < kGpuTile * kGpuDepth / kGpuThreads; ++j) {
+          Value i = k.add(tid, k.idx(j * kGpuThreads));
+          Value r = arith::DivUIOp::create(fb, i, depthStep);
+          Value kk = arith::RemUIOp::create(fb, i, depthStep);
+          Value kIdx = k.add(k0, kk);
+          Value kIn = k.lt(kIdx, depth);
+          Value row = k.add(rowStart, r);
+          Value valid = k.andI(k.lt(row, rowEnd), kIn);
+          Value a = k.ifValue(
+              fb.getF32Type(), valid,
+              [&]() -> Value {
+                if (!gather)
+                  return k.loadF(x, {row, kIdx});
+                Value src = k.load(gather, {row});
+                Value srcOk = k.inRange(src, zero, inputRows);
+                Value s = k.clampIndex(src, zero, k.sub(inputRows, one));
+                return k.select(srcOk, k.loadF(x, {s, kIdx}), k.f32(0.0));
+              },
+              [&] { return k.f32(0.0); });
+          k.store(a, aTile, {kk, r});
+          Value col = k.add(c0, r);
+          Value colOk = k.andI(k.lt(col, width), kIn);
+          Value g = k.ifValue(
+              fb.getF32Type(), colOk,
+              [&] {
+                return k.loadF(w, {expert, col, kIdx});
+              },
+              [&] { return k.f32(0.0); });
+          k.store(g, gTile, {kk, r});
+          if (glu) {
+            Value u = k.ifValue(
+                fb.getF32Type(), colOk,
+                [&] {
+                  return k.loadF(w, {expert, k.add(col, width), kIdx});
+                },
+                [&] { return k.f32(0.0); });
+            k.store(u, uTile, {kk, r});
+          }
+        }
+        gpu::BarrierOp::create(fb);
+        SmallVector<Value> acc(forOp.getRegionIterArgs().begin(),
+                               forOp.getRegionIterArgs().end());
+        Value rowBase = k.mul(ty, k.idx(kGpuMicro));
+        Value colBase = k.mul(tx, k.idx(kGpuMicro));
+        for (int64_t kk = 0; kk < kGpuDepth; ++kk) {
+          Value kkIdx = k.idx(kk);
+          SmallVector<Value> a, g, u;
+          for (int64_t m = 0; m < kGpuMicro; ++m)
+            a.push_back(k.load(aTile, {kkIdx, k.add(rowBase, k.idx(m))}));
+          for (int64_t n = 0; n < kGpuMicro; ++n) {
+            Value cn = k.add(colBase, k.idx(n));
+            g.push_back(k.load(gTile, {kkIdx, cn}));
+            if (glu)
+              u.push_back(k.load(uTile, {kkIdx, cn}));
+          }
+          for (int64_t m = 0; m < kGpuMicro; ++m)
+            for (int64_t n = 0; n < kGpuMicro; ++n) {
+              int64_t q = m * kGpuMicro + n;
+              acc[q] = math::FmaOp::create(fb, a[m], g[n], acc[q]);
+              if (glu)
+                acc[q + kGpuMicro * kGpuMicro] = math::FmaOp::create(
+                    fb, a[m], u[n], acc[q + kGpuMicro * kGpuMicro]);
+            }
+        }
+        gpu::BarrierOp::create(fb);
+        scf::YieldOp::create(fb, acc);
+      }
+      // Epilogue on the registers.
+      for (int64_t m = 0; m < kGpuMicro; ++m) {
+        Value row =
+            k.add(rowStart, k.add(k.mul(ty, k.idx(kGpuMicro)), k.idx(m)));
+        for (int64_t n = 0; n < kGpuMicro; ++n) {
+          Value col = k.add(c0, k.add(k.mul(tx, k.idx(kGpuMicro)), k.idx(n)));
+          int64_t q = m * kGpuMicro + n;
+          k.ifThen(k.andI(k.lt(row, rowEnd), k.lt(col, width)), [&] {
+            SmallVector<Value> values = {forOp.getResult(q)};
+            if (glu)
+              values.push_back(forOp.getResult(q + kGpuMicro * kGpuMicro));
+            Value scale = epilogue == Epilogue::scale ? k.loadF(rowScale, {row})
+                                                      : Value();
+            k.storeF(tileEpilogue(k, epilogue, values, scale).front(), out,
+                     {row, col});
+          });
+        }
+      }
+    });
+  }
+
+  // Decode: experts with at most kGpuDecodeRows rows. Block (x, e) runs 8
+  // warps on expert e; warp w computes output column x * 8 + w for every
+  // row of the expert: its lanes stride along k (consecutive lanes read
+  // consecutive weights, so each weight row streams through once, fully
+  // coalesced), then a butterfly of shuffles sums the lanes.
+  {
+    int64_t warps = kGpuThreads / 32;
+    Value colBlocks =
+        arith::MaxUIOp::create(fb, ceilDiv(em, width, em.idx(warps)), one);
+    auto launch = gpu::LaunchOp::create(fb, colBlocks, E, one,
+                                        em.idx(kGpuThreads), one, one);
+    OpBuilder::InsertionGuard guard(fb);
+    fb.setInsertionPointToEnd(&launch.getBody().front());
+    auto terminator = gpu::TerminatorOp::create(fb);
+    fb.setInsertionPoint(terminator);
+    Emitter k(fb);
+    Value bx = launch.getBlockIds().x, e = launch.getBlockIds().y;
+    Value tid = launch.getThreadIds().x;
+    Value lane = arith::RemUIOp::create(fb, tid, k.idx(32));
+    Value warp = arith::DivUIOp::create(fb, tid, k.idx(32));
+    Value col = k.add(k.mul(bx, k.idx(warps)), warp);
+    // This expert's rows, disjoint from the earlier experts' as above.
+    SmallVector<Value> range =
+        k.loop(zero, k.add(e, one), ValueRange{zero, zero},
+               [&](Value i, ValueRange c) -> SmallVector<Value> {
+                 Value lo = k.clampIndex(k.load(offsets, {i}), c[1], numRows);
+                 Value hi = k.clampIndex(k.load(offsets, {k.add(i, one)}), lo,
+                                         numRows);
+                 return {lo, hi};
+               });
+    Value lo = range[0], hi = range[1];
+    Value rows = k.sub(hi, lo);
+    Value mine =
+        k.andI(k.andI(k.gt(rows, zero), k.cmpi(arith::CmpIPredicate::sle, rows,
+                                               k.idx(kGpuDecodeRows))),
+               k.lt(col, width));
+    k.ifThen(mine, [&] {
+      // Source row of each of the expert's rows (clamped) and whether it
+      // holds data.
+      SmallVector<Value> src, valid;
+      for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
+        Value row = k.minI(k.add(lo, k.idx(r)), k.sub(hi, one));
+        Value ok = k.lt(k.idx(r), rows);
+        Value s = row;
+        if (gather) {
+          Value g = k.load(gather, {row});
+          ok = k.andI(ok, k.inRange(g, zero, inputRows));
+          s = k.clampIndex(g, zero, k.sub(inputRows, one));
+        }
+        src.push_back(s);
+        valid.push_back(ok);
+      }
+      int64_t numAcc = kGpuDecodeRows * (glu ? 2 : 1);
+      SmallVector<Value> inits(numAcc, k.f32(0.0));
+      Value upCol = glu ? k.add(col, width) : col;
+      SmallVector<Value> sums = k.loop(
+          lane, depth, inits,
+          [&](Value kk, ValueRange acc) -> SmallVector<Value> {
+            SmallVector<Value> next(acc.begin(), acc.end());
+            Value g = k.loadF(w, {e, col, kk});
+            Value u = glu ? k.loadF(w, {e, upCol, kk}) : Value();
+            for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
+              Value a = k.loadF(x, {src[r], kk});
+              next[r] = math::FmaOp::create(fb, a, g, next[r]);
+              if (glu)
+                next[r + kGpuDecodeRows] =
+                    math::FmaOp::create(fb, a, u, next[r + kGpuDecodeRows]);
+            }
+            return next;
+          },
+          /*step=*/32);
+      for (Value &v : sums)
+        for (int32_t offset = 16; offset >= 1; offset /= 2)
+          v = k.add(v, gpu::ShuffleOp::create(fb, v, offset, 32,
+                                              gpu::ShuffleMode::XOR)
+                           .getShuffleResult());
+      k.ifThen(k.eq(lane, zero), [&] {
+        for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
+          k.ifThen(k.lt(k.idx(r), rows), [&] {
+            Value row = k.add(lo, k.idx(r));
+            SmallVector<Value> values = {sums[r]};
+            if (glu)
+              values.push_back(sums[r + kGpuDecodeRows]);
+            Value scale = epilogue == Epilogue::scale ? k.loadF(rowScale, {row})
+                                                      : Value();
+            Value v = tileEpilogue(k, epilogue, values, scale).front();
+            k.storeF(k.select(valid[r], v, k.f32(0.0)), out, {row, col});
+          });
+        }
+      });
+    });
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -1697,6 +2037,18 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
     });
   });
   return toTensor(b, out, resultType);
+}
+
+/// `scf.parallel` over [0, ub0) x [0, ub1).
+void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
+                    function_ref<void(Value, Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0), one = em.idx(1);
+  auto par = scf::ParallelOp::create(
+      b, ValueRange{zero, zero}, ValueRange{ub0, ub1}, ValueRange{one, one});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0], par.getInductionVars()[1]);
 }
 
 /// moe.combine for GPUs: one parallel iteration per output element, the
@@ -1956,9 +2308,9 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu) {
   LogicalResult status = success();
   TypeSwitch<Operation *>(op)
       .Case([&](GateOp gate) {
-        results.push_back(gpu ? lowerGateGeneric(b, gate) : lowerGate(b, gate));
+        results.push_back(gpu ? lowerGateGPU(b, gate) : lowerGate(b, gate));
       })
-      .Case([&](RouteOp route) { status = lowerRoute(b, route, results); })
+      .Case([&](RouteOp route) { status = lowerRoute(b, route, results, gpu); })
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {
         results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
@@ -2016,3 +2368,19 @@ struct MoELowerToLoopsPass
 };
 
 } // namespace
+
+LogicalResult mlir::moe::buildGPULauncherBody(func::FuncOp fn) {
+  auto config = fn->getAttrOfType<DictionaryAttr>(kGpuLauncherAttr);
+  if (!config || !fn.isExternal())
+    return fn.emitOpError("is not a GPU launcher declaration");
+  auto kind = config.getAs<StringAttr>("kind");
+  if (kind && kind.getValue() == "grouped_matmul" &&
+      config.getAs<EpilogueAttr>("epilogue") &&
+      config.getAs<BoolAttr>("gather") && config.getAs<BoolAttr>("row_scale") &&
+      config.getAs<IntegerAttr>("num_experts")) {
+    buildGroupedMatmulLauncher(fn, config);
+    return success();
+  }
+  return fn.emitOpError("has an unknown moe.gpu_launcher configuration ")
+         << config;
+}

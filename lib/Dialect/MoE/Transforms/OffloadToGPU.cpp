@@ -37,6 +37,9 @@ using namespace mlir;
 
 namespace {
 
+/// Functions that launch their own kernels (see moe-lower-to-loops).
+constexpr llvm::StringLiteral kLauncherAttr = "moe.gpu_launcher";
+
 /// Threads per block of the launches made from parallel loops.
 constexpr int64_t kBlockThreads = 256;
 
@@ -73,6 +76,11 @@ public:
       }
       if (isHostPure(op))
         continue;
+      if (isLauncherCall(op)) {
+        if (failed(closeRun()))
+          return failure();
+        continue;
+      }
       if (isa<memref::AllocOp, memref::AllocaOp, memref::DeallocOp,
               memref::GetGlobalOp, scf::ParallelOp, memref::CopyOp>(op)) {
         if (auto par = dyn_cast<scf::ParallelOp>(op);
@@ -98,6 +106,16 @@ public:
   }
 
 private:
+  /// A call of a function that launches its own kernels.
+  bool isLauncherCall(Operation *op) {
+    auto call = dyn_cast<func::CallOp>(op);
+    if (!call)
+      return false;
+    auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+        call, call.getCalleeAttr());
+    return callee && callee->hasAttr(kLauncherAttr);
+  }
+
   bool dependsOnRun(Operation *op) {
     bool depends = false;
     op->walk([&](Operation *nested) {
@@ -173,11 +191,11 @@ private:
       total = arith::MulIOp::create(b, total, count);
     }
     Value threads = arith::ConstantIndexOp::create(b, kBlockThreads);
-    Value blocks = arith::CeilDivUIOp::create(b, total, threads);
-    Value nonEmpty =
-        arith::CmpIOp::create(b, arith::CmpIPredicate::sgt, total, zero);
-    auto guard = scf::IfOp::create(b, nonEmpty, /*withElseRegion=*/false);
-    b.setInsertionPoint(guard.thenBlock()->getTerminator());
+    // At least one block, so launches stay at the top level of the function
+    // (one chain of asynchronous GPU operations, see gpu-async-region); the
+    // threads past the end do nothing.
+    Value blocks = arith::MaxUIOp::create(
+        b, arith::CeilDivUIOp::create(b, total, threads), one);
     auto launch = gpu::LaunchOp::create(b, blocks, one, one, threads, one, one);
     b.setInsertionPointToEnd(&launch.getBody().front());
     Value id = arith::AddIOp::create(
@@ -282,8 +300,12 @@ struct MoEOffloadToGPUPass
     : public mlir::moe::impl::MoEOffloadToGPUBase<MoEOffloadToGPUPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (fn->hasAttr(kLauncherAttr) && fn.isExternal() &&
+          failed(moe::buildGPULauncherBody(fn)))
+        return signalPassFailure();
     for (auto fn : module.getOps<func::FuncOp>()) {
-      if (fn.isExternal())
+      if (fn.isExternal() || fn->hasAttr(kLauncherAttr))
         continue;
       if (!fn.getBody().hasOneBlock()) {
         fn.emitOpError("cannot be offloaded: its body has several blocks");

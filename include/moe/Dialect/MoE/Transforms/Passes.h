@@ -5,6 +5,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -63,6 +64,13 @@ llvm::LogicalResult buildMoENVPTXPipeline(OpPassManager &pm,
                                           llvm::StringRef chip,
                                           llvm::StringRef format,
                                           llvm::StringRef toolkit = "");
+
+/// Builds the body of a private function declared by
+/// `--moe-lower-to-loops=gpu` with a `moe.gpu_launcher` configuration:
+/// host code around a `gpu.launch` of the kernel the configuration names.
+/// Called by `--moe-offload-to-gpu`, after bufferization, since buffer
+/// deallocation cannot analyze GPU barriers.
+llvm::LogicalResult buildGPULauncherBody(func::FuncOp fn);
 
 /// Registers `--moe-cpu-pipeline` and `--moe-nvptx-pipeline`.
 void registerMoEPipelines();

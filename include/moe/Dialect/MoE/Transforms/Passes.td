@@ -59,13 +59,15 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     Every index read at run time (expert, row, gather source, offset, token
     id, group boundary) is checked or clamped before it addresses memory.
 
-    With `gpu`, the forms suited to one GPU thread per element instead:
-    `moe.gate` is always the `linalg.generic` contraction,
-    `moe.grouped_matmul` one `scf.parallel` over (plan row, output column)
-    whose iterations find their expert, read their operand row through the
-    gather map and accumulate along k, and `moe.combine` one `scf.parallel`
-    over (token, column) summing the slots in order; no vector types are
-    used. `--moe-offload-to-gpu` then turns the parallel loops into kernels.
+    With `gpu`, the forms for `--moe-offload-to-gpu` instead, with no
+    vector types: `moe.combine` is one `scf.parallel` over (token, column)
+    summing the slots in order; token-choice routing an `scf.parallel`
+    over tokens with per-token scratch in `memref.alloca`;
+    `moe.grouped_matmul` a call of a private launcher declaration whose
+    `moe.gpu_launcher` dictionary names the kernels `--moe-offload-to-gpu`
+    builds into it (a tiled kernel for experts with more than 8 rows, a
+    warp-per-column decode kernel for the others; docs/gpu.md);
+    `moe.gate` the same with one expert holding every token.
   }];
   let options = [
     Option<"gpu", "gpu", "bool", /*default=*/"false",
@@ -74,6 +76,8 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
     "::mlir::bufferization::BufferizationDialect",
+    "::mlir::func::FuncDialect",
+    "::mlir::gpu::GPUDialect",
     "::mlir::linalg::LinalgDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect",
@@ -133,12 +137,16 @@ def MoEOffloadToGPU : Pass<"moe-offload-to-gpu", "::mlir::ModuleOp"> {
       is stored to a one-element device buffer and copied back.
 
     Side-effect-free scalar and buffer-metadata ops (`arith`, `memref.dim`,
-    views) stay on the host. Function arguments are device buffers. Run
-    `gpu-kernel-outlining` afterwards.
+    views) stay on the host, and so do calls of functions marked
+    `moe.gpu_launcher`, which already launch their own kernels (those
+    functions are left as they are). Function arguments are device
+    buffers. Run `gpu-kernel-outlining` afterwards.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
+    "::mlir::func::FuncDialect",
     "::mlir::gpu::GPUDialect",
+    "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect"
   ];
