@@ -24,6 +24,7 @@
 
 #include "moe/Compiler/Compiler.h"
 #include "moe/Frontend/LayerSpec.h"
+#include "moe/Runtime/Engine.h"
 
 #include "mlir/IR/MLIRContext.h"
 
@@ -204,32 +205,29 @@ int main(int argc, char **argv) {
   if (tokenCounts.empty())
     fail("--tokens is empty");
 
-  DialectRegistry registry;
-  registerCompilerDialects(registry);
-  MLIRContext context(registry);
-  CodegenOptions codegen;
-  codegen.targetCPU = targetCPU;
+  // Layers are compiled through the embedding API's engine, as a serving
+  // engine would: once per layer, then every token count is a cache hit.
+  runtime::EngineOptions engineOptions;
+  engineOptions.targetCPU = targetCPU;
+  runtime::Engine engine(engineOptions);
 
   for (const Preset *p : presets) {
     LayerSpec spec = makeSpec(*p);
     LayerABI abi = describeLayer(spec, "bench");
-    std::vector<LayerABI> abis = {abi};
-    OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
-    auto compileStart = std::chrono::steady_clock::now();
-    if (llvm::Error error = lowerToLLVM(*module, abis))
-      fail(llvm::toString(std::move(error)));
-    auto jit = JitModule::create(*module, codegen);
-    if (!jit)
-      fail(llvm::toString(jit.takeError()));
-    auto forwardSym = (*jit)->lookup("bench");
-    auto routeSym = (*jit)->lookup("bench_route");
-    if (!forwardSym || !routeSym)
-      fail("compiled module lacks the bench entries");
-    auto forward = reinterpret_cast<ForwardFn>(*forwardSym);
-    auto route = reinterpret_cast<RouteFn>(*routeSym);
-    double compileMs = std::chrono::duration<double, std::milli>(
-                           std::chrono::steady_clock::now() - compileStart)
-                           .count();
+    std::string error;
+    std::shared_ptr<runtime::CompiledLayer> layer =
+        engine.compile(spec, &error);
+    if (!layer)
+      fail(error);
+    double compileMs = engine.lastCompileMs();
+    auto forward = [&](const void *const *w, const MoEBatch *batch, float *y) {
+      return layer->run(w, *reinterpret_cast<const moe_batch *>(batch), y);
+    };
+    auto route = [&](const void *const *w, const MoEBatch *batch,
+                     void *const *routing) {
+      return layer->route(w, *reinterpret_cast<const moe_batch *>(batch),
+                          routing);
+    };
 
     const int64_t d = p->d;
     const double expertBytes = 3.0 * d * p->ffn * sizeof(float);
@@ -240,13 +238,16 @@ int main(int argc, char **argv) {
     if (!json)
       llvm::outs() << llvm::formatv(
           "{0}: d {1}, ffn {2}, E {3}, k {4}{5}; {6:f2} GiB of weights, "
-          "compiled in {7:f0} ms\n",
+          "JIT-compiled in {7:f0} ms\n",
           p->name, d, p->ffn, p->E, p->k,
           p->sharedFfn ? llvm::formatv(", shared {0}", p->sharedFfn).str()
                        : std::string(),
           layerBytes / (1 << 30), compileMs);
 
     for (int64_t T : tokenCounts) {
+      // What a serving loop does per batch: ask for the layer (a hit).
+      if (!engine.compile(spec, &error))
+        fail(error);
       // Random batches, one per call in a cycle.
       const int batches = 8;
       std::mt19937 rng(seed + T);
@@ -325,9 +326,11 @@ int main(int argc, char **argv) {
             "{{\"preset\": \"{0}\", \"tokens\": {1}, \"dtype\": \"{2}\", "
             "\"threads\": {3}, \"ms_median\": {4:f4}, \"ms_min\": {5:f4}, "
             "\"gflops\": {6:f1}, \"weight_gbps\": {7:f2}, \"instances\": {8}, "
-            "\"runs\": {9}}\n",
+            "\"runs\": {9}, \"compile_ms\": {10:f1}, \"compiles\": {11}, "
+            "\"cache_hits\": {12}}\n",
             p->name, T, std::string(dtype), int(numThreads), med, minMs, gflops,
-            gbps, instances, times.size());
+            gbps, instances, times.size(), compileMs, engine.compileCount(),
+            engine.cacheHits());
       else
         llvm::outs() << llvm::formatv(
             "  T {0,5}: median {1,9:f3} ms  min {2,9:f3} ms  {3,7:f1} GFLOP/s "

@@ -7,6 +7,7 @@
  * The object was built with --embed-weights, so the only inputs are the
  * hidden states. Prints "layer L: PASS" or the first mismatch. */
 #include "layers.h"
+#include "safetensors_lite.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,64 +19,30 @@
 #define STR2(a) #a
 #define STR(a) STR2(a)
 
-/* A minimal safetensors lookup: enough for little-endian F32 tensors of a
- * well-formed file (the project's C++ reader does the full validation). */
-static const float *find_f32(const unsigned char *file, size_t size,
-                             const char *name, size_t *count) {
-  unsigned long long header = 0;
-  for (int i = 7; i >= 0; --i)
-    header = header * 256 + file[i];
-  if (header + 8 > size)
-    return NULL;
-  char *json = malloc(header + 1);
-  memcpy(json, file + 8, header);
-  json[header] = 0;
-  char key[256];
-  snprintf(key, sizeof key, "\"%s\"", name);
-  char *at = strstr(json, key);
-  const float *data = NULL;
-  if (at) {
-    char *offsets = strstr(at, "\"data_offsets\"");
-    unsigned long long begin = 0, end = 0;
-    if (offsets &&
-        sscanf(strchr(offsets, '[') + 1, "%llu , %llu", &begin, &end) == 2 &&
-        8 + header + end <= size) {
-      data = (const float *)(file + 8 + header + begin);
-      *count = (end - begin) / sizeof(float);
-    }
-  }
-  free(json);
-  return data;
-}
-
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: %s io.safetensors\n", argv[0]);
     return 2;
   }
-  FILE *f = fopen(argv[1], "rb");
-  if (!f)
+  size_t size = 0;
+  unsigned char *file = st_read(argv[1], &size);
+  if (!file)
     return 2;
-  fseek(f, 0, SEEK_END);
-  size_t size = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *file = malloc(size + 16);
-  if (fread(file, 1, size, f) != size)
-    return 2;
-  fclose(f);
 
   const char *prefix = "layers." STR(MOE_LAYER_INDEX) ".";
   char name[128];
-  size_t nx = 0, ny = 0;
+  st_tensor in, out;
   snprintf(name, sizeof name, "%sinput", prefix);
-  /* Copy: the data in the file need not be 4-byte aligned. */
-  const float *xin = find_f32(file, size, name, &nx);
+  int ok = st_find(file, size, name, &in);
   snprintf(name, sizeof name, "%soutput", prefix);
-  const float *yref = find_f32(file, size, name, &ny);
-  if (!xin || !yref || nx != ny) {
+  ok = ok && st_find(file, size, name, &out);
+  if (!ok || in.bytes != out.bytes) {
     fprintf(stderr, "missing %sinput/output\n", prefix);
     return 2;
   }
+  size_t nx = in.bytes / sizeof(float), ny = out.bytes / sizeof(float);
+  /* Copies: the data in the file need not be 4-byte aligned. */
+  const unsigned char *xin = in.data, *yref = out.data;
   float *x = malloc(nx * sizeof(float)), *want = malloc(ny * sizeof(float));
   float *y = malloc(ny * sizeof(float));
   memcpy(x, xin, nx * sizeof(float));

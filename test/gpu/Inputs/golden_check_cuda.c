@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 199309L
 #include "layers.h"
 #include "moe/Runtime/moe_cuda.h"
+#include "../../aot/Inputs/safetensors_lite.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,51 +25,6 @@
 #define CAT(a, b) CAT2(a, b)
 #define STR2(a) #a
 #define STR(a) STR2(a)
-
-typedef struct tensor {
-  const unsigned char *data;
-  size_t bytes;
-  int rank;
-  long long shape[4];
-} tensor;
-
-/* A minimal safetensors lookup for a well-formed little-endian file. */
-static int find(const unsigned char *file, size_t size, const char *name,
-                tensor *t) {
-  unsigned long long header = 0;
-  for (int i = 7; i >= 0; --i)
-    header = header * 256 + file[i];
-  if (header + 8 > size)
-    return 0;
-  char *json = malloc(header + 1);
-  memcpy(json, file + 8, header);
-  json[header] = 0;
-  char key[256];
-  snprintf(key, sizeof key, "\"%s\"", name);
-  char *at = strstr(json, key);
-  int found = 0;
-  if (at) {
-    char *shape = strstr(at, "\"shape\"");
-    char *offsets = strstr(at, "\"data_offsets\"");
-    unsigned long long begin = 0, end = 0;
-    if (shape && offsets &&
-        sscanf(strchr(offsets, '[') + 1, "%llu , %llu", &begin, &end) == 2 &&
-        8 + header + end <= size) {
-      t->data = file + 8 + header + begin;
-      t->bytes = end - begin;
-      t->rank = 0;
-      char *p = strchr(shape, '[') + 1;
-      while (*p != ']' && t->rank < 4) {
-        t->shape[t->rank++] = strtoll(p, &p, 10);
-        while (*p == ',' || *p == ' ')
-          ++p;
-      }
-      found = 1;
-    }
-  }
-  free(json);
-  return found;
-}
 
 static void *upload(const void *host, size_t bytes) {
   void *device = moe_cuda_malloc(bytes);
@@ -115,24 +71,18 @@ int main(int argc, char **argv) {
     }
     return 77;
   }
-  FILE *f = fopen(argv[1], "rb");
-  if (!f)
+  size_t size = 0;
+  unsigned char *file = st_read(argv[1], &size);
+  if (!file)
     return 2;
-  fseek(f, 0, SEEK_END);
-  size_t size = (size_t)ftell(f);
-  fseek(f, 0, SEEK_SET);
-  unsigned char *file = malloc(size + 16);
-  if (fread(file, 1, size, f) != size)
-    return 2;
-  fclose(f);
 
   const char *prefix = "layers." STR(MOE_LAYER_INDEX) ".";
   char name[128];
-  tensor in, out, ids;
+  st_tensor in, out, ids;
   snprintf(name, sizeof name, "%sinput", prefix);
-  int ok = find(file, size, name, &in);
+  int ok = st_find(file, size, name, &in);
   snprintf(name, sizeof name, "%soutput", prefix);
-  ok = ok && find(file, size, name, &out);
+  ok = ok && st_find(file, size, name, &out);
   if (!ok || in.bytes != out.bytes || in.rank < 2) {
     fprintf(stderr, "missing %sinput/output\n", prefix);
     return 2;
@@ -146,7 +96,7 @@ int main(int argc, char **argv) {
   memcpy(want, out.data, out.bytes);
   batch.x = upload(in.data, in.bytes);
   snprintf(name, sizeof name, "%stoken_ids", prefix);
-  if (find(file, size, name, &ids))
+  if (st_find(file, size, name, &ids))
     batch.token_ids = upload(ids.data, ids.bytes);
 
   /* The embedded (host) weights, copied to the device. */

@@ -344,6 +344,18 @@ void parallelLoop(Emitter &em, Value lb, Value ub,
   body(par.getInductionVars()[0]);
 }
 
+/// `scf.parallel` over [0, ub0) x [0, ub1).
+void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
+                    function_ref<void(Value, Value)> body) {
+  ImplicitLocOpBuilder &b = em.b;
+  Value zero = em.idx(0), one = em.idx(1);
+  auto par = scf::ParallelOp::create(
+      b, ValueRange{zero, zero}, ValueRange{ub0, ub1}, ValueRange{one, one});
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(par.getBody()->getTerminator());
+  body(par.getInductionVars()[0], par.getInductionVars()[1]);
+}
+
 /// Softmax of row `t` of `logits` over columns [0, n) into `out[0, n)`
 /// (f32), with NaN treated as -inf. An all -inf row gives all zeros.
 void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
@@ -1993,7 +2005,9 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
 // moe.combine
 //===----------------------------------------------------------------------===//
 
-Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
+/// On GPUs (`gpu`), one parallel iteration per output element, the slots
+/// summed in their order (deterministic); on CPUs a loop over tokens.
+Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
   Emitter em(b);
   auto resultType = cast<RankedTensorType>(op.getType());
   Value zero = em.idx(0);
@@ -2012,6 +2026,39 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
   if (resultType.isDynamicDim(1))
     dyn.push_back(width);
   Value out = em.allocLike(resultType, dyn);
+  if (gpu) {
+    parallelLoop2D(em, numTokens, width, [&](Value t, Value c) {
+      Value sum = em.loop(
+          zero, slots, ValueRange{em.f32(0.0)},
+          [&](Value j, ValueRange acc) -> SmallVector<Value> {
+            Value r = em.load(rows, {t, j});
+            Value wt = em.loadF(weights, {t, j});
+            Value fromY = em.inRange(r, zero, numRows);
+            Value row = em.clampIndex(r, zero, em.sub(numRows, em.idx(1)));
+            Value v = em.ifValue(
+                b.getF32Type(), fromY,
+                [&] {
+                  return em.loadF(y, {row, c});
+                },
+                [&]() -> Value {
+                  if (!passthrough)
+                    return em.f32(0.0);
+                  return em.ifValue(
+                      b.getF32Type(), em.eq(r, em.i32(-2)),
+                      [&] {
+                        return em.loadF(passthrough, {t, c});
+                      },
+                      [&] { return em.f32(0.0); });
+                });
+            Value used = fromY;
+            if (passthrough)
+              used = em.orI(used, em.eq(r, em.i32(-2)));
+            return {em.select(used, em.add(acc[0], em.mul(wt, v)), acc[0])};
+          })[0];
+      em.storeF(sum, out, {t, c});
+    });
+    return toTensor(b, out, resultType);
+  }
   Value acc = em.alloc({ShapedType::kDynamic}, b.getF32Type(), {width});
   em.loop(zero, numTokens, [&](Value t) {
     em.fill(acc, em.f32(0.0));
@@ -2035,72 +2082,6 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op) {
     em.loop(zero, width, [&](Value c) {
       em.storeF(em.load(acc, {c}), out, {t, c});
     });
-  });
-  return toTensor(b, out, resultType);
-}
-
-/// `scf.parallel` over [0, ub0) x [0, ub1).
-void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
-                    function_ref<void(Value, Value)> body) {
-  ImplicitLocOpBuilder &b = em.b;
-  Value zero = em.idx(0), one = em.idx(1);
-  auto par = scf::ParallelOp::create(
-      b, ValueRange{zero, zero}, ValueRange{ub0, ub1}, ValueRange{one, one});
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPoint(par.getBody()->getTerminator());
-  body(par.getInductionVars()[0], par.getInductionVars()[1]);
-}
-
-/// moe.combine for GPUs: one parallel iteration per output element, the
-/// slots summed in their order (deterministic).
-Value lowerCombineGPU(ImplicitLocOpBuilder &b, CombineOp op) {
-  Emitter em(b);
-  auto resultType = cast<RankedTensorType>(op.getType());
-  Value zero = em.idx(0);
-  Value y = toBuffer(b, op.getInput());
-  Value weights = toBuffer(b, op.getWeights());
-  Value rows = toBuffer(b, op.getRows());
-  Value passthrough =
-      op.getPassthrough() ? toBuffer(b, op.getPassthrough()) : Value();
-  Value numTokens = em.dim(rows, 0);
-  Value slots = em.dim(rows, 1);
-  Value numRows = em.dim(y, 0);
-  Value width = em.dim(y, 1);
-  SmallVector<Value> dyn;
-  if (resultType.isDynamicDim(0))
-    dyn.push_back(numTokens);
-  if (resultType.isDynamicDim(1))
-    dyn.push_back(width);
-  Value out = em.allocLike(resultType, dyn);
-  parallelLoop2D(em, numTokens, width, [&](Value t, Value c) {
-    Value sum = em.loop(
-        zero, slots, ValueRange{em.f32(0.0)},
-        [&](Value j, ValueRange acc) -> SmallVector<Value> {
-          Value r = em.load(rows, {t, j});
-          Value wt = em.loadF(weights, {t, j});
-          Value fromY = em.inRange(r, zero, numRows);
-          Value row = em.clampIndex(r, zero, em.sub(numRows, em.idx(1)));
-          Value v = em.ifValue(
-              b.getF32Type(), fromY,
-              [&] {
-                return em.loadF(y, {row, c});
-              },
-              [&]() -> Value {
-                if (!passthrough)
-                  return em.f32(0.0);
-                return em.ifValue(
-                    b.getF32Type(), em.eq(r, em.i32(-2)),
-                    [&] {
-                      return em.loadF(passthrough, {t, c});
-                    },
-                    [&] { return em.f32(0.0); });
-              });
-          Value used = fromY;
-          if (passthrough)
-            used = em.orI(used, em.eq(r, em.i32(-2)));
-          return {em.select(used, em.add(acc[0], em.mul(wt, v)), acc[0])};
-        })[0];
-    em.storeF(sum, out, {t, c});
   });
   return toTensor(b, out, resultType);
 }
@@ -2317,8 +2298,7 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu) {
                               : lowerGroupedMatmul(b, matmul));
       })
       .Case([&](CombineOp combine) {
-        results.push_back(gpu ? lowerCombineGPU(b, combine)
-                              : lowerCombine(b, combine));
+        results.push_back(lowerCombine(b, combine, gpu));
       })
       .Case([&](ExpertsOp experts) {
         results.push_back(lowerExperts(b, experts));

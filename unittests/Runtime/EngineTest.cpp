@@ -1,0 +1,235 @@
+//===- EngineTest.cpp - The embedding API: cache, results, threads --------===//
+
+#include "moe/Runtime/Engine.h"
+#include "moe/Reference/Reference.h"
+#include "moe/Runtime/moe.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <thread>
+
+using namespace mlir::moe;
+using namespace mlir::moe::runtime;
+
+namespace {
+
+frontend::LayerSpec mixtralLike() {
+  frontend::LayerSpec spec;
+  spec.name = "layer";
+  spec.hidden = 64;
+  spec.ffn = 96;
+  spec.numExperts = 8;
+  spec.router.k = 2;
+  spec.router.renormalize = true;
+  return spec;
+}
+
+std::vector<float> uniform(size_t n, float scale, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+frontend::LayerWeights weightsFor(const frontend::LayerSpec &s) {
+  frontend::LayerWeights w;
+  w.gate = uniform(s.numExperts * s.hidden, 0.5f, 1);
+  w.w1 = uniform(s.numExperts * 2 * s.ffn * s.hidden, 0.2f, 2);
+  w.w2 = uniform(s.numExperts * s.hidden * s.ffn, 0.2f, 3);
+  return w;
+}
+
+void expectNear(const std::vector<float> &got, const std::vector<float> &want,
+                size_t rows, size_t width) {
+  for (size_t i = 0; i < rows * width; ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-5 + 1e-4 * std::fabs(want[i]))
+        << "element " << i;
+}
+
+TEST(Engine, CompilesOnceForEveryTokenCount) {
+  Engine engine;
+  frontend::LayerSpec spec = mixtralLike();
+  frontend::LayerWeights w = weightsFor(spec);
+  std::string error;
+  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
+  ASSERT_TRUE(layer) << error;
+  EXPECT_EQ(engine.compileCount(), 1u);
+  EXPECT_GT(engine.lastCompileMs(), 0.0);
+  ASSERT_EQ(layer->weights().size(), 3u);
+  EXPECT_EQ(layer->weights()[1].name, "w1");
+  EXPECT_EQ(layer->weights()[1].elements, 8 * 192 * 64);
+  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+  for (int64_t T : {1, 7, 64, 3, 200}) {
+    std::vector<float> x = uniform(T * spec.hidden, 1.0f, 10 + T);
+    std::vector<float> y(x.size());
+    moe_batch batch = {};
+    batch.num_tokens = T;
+    batch.x = x.data();
+    ASSERT_EQ(layer->run(table, batch, y.data()), 0);
+    reference::Inputs in;
+    in.x = x.data();
+    in.numTokens = T;
+    reference::Result ref = reference::run(spec, w, in);
+    expectNear(y, ref.output, T, spec.hidden);
+  }
+  // Still one compile; asking again for the same layer is a cache hit.
+  EXPECT_EQ(engine.compileCount(), 1u);
+  std::shared_ptr<CompiledLayer> again = engine.compile(spec, &error);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(engine.compileCount(), 1u);
+  EXPECT_EQ(engine.cacheHits(), 1u);
+  // A different layer is a new compile.
+  spec.router.k = 3;
+  ASSERT_TRUE(engine.compile(spec, &error)) << error;
+  EXPECT_EQ(engine.compileCount(), 2u);
+}
+
+TEST(Engine, ConcurrentRunsOnOneHandle) {
+  Engine engine;
+  frontend::LayerSpec spec = mixtralLike();
+  frontend::LayerWeights w = weightsFor(spec);
+  std::string error;
+  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
+  ASSERT_TRUE(layer) << error;
+  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+  // Expected outputs, one call each, before the threads start.
+  const int64_t sizes[] = {1, 5, 16, 33, 64, 129};
+  std::vector<std::vector<float>> inputs, expected;
+  for (int64_t T : sizes) {
+    inputs.push_back(uniform(T * spec.hidden, 1.0f, 100 + T));
+    expected.emplace_back(inputs.back().size());
+    moe_batch batch = {};
+    batch.num_tokens = T;
+    batch.x = inputs.back().data();
+    ASSERT_EQ(layer->run(table, batch, expected.back().data()), 0);
+  }
+  constexpr int kThreads = 6, kCalls = 20;
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls; ++c) {
+        size_t which = (t + c) % std::size(sizes);
+        std::vector<float> y(expected[which].size());
+        moe_batch batch = {};
+        batch.num_tokens = sizes[which];
+        batch.x = inputs[which].data();
+        if (layer->run(table, batch, y.data()) != 0 ||
+            y != expected[which]) // bitwise: the code is deterministic
+          ++mismatches[t];
+      }
+    });
+  for (std::thread &t : threads)
+    t.join();
+  for (int t = 0; t < kThreads; ++t)
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+  EXPECT_EQ(engine.compileCount(), 1u);
+}
+
+TEST(Engine, ConcurrentCompilesShareOneEntry) {
+  Engine engine;
+  frontend::LayerSpec spec = mixtralLike();
+  std::vector<std::shared_ptr<CompiledLayer>> layers(4);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      std::string error;
+      layers[t] = engine.compile(spec, &error);
+    });
+  for (std::thread &t : threads)
+    t.join();
+  for (auto &layer : layers)
+    EXPECT_TRUE(layer);
+  EXPECT_EQ(engine.compileCount(), 1u);
+  EXPECT_EQ(engine.cacheHits(), 3u);
+}
+
+TEST(Engine, Errors) {
+  Engine engine;
+  std::string error;
+  frontend::LayerSpec spec = mixtralLike();
+  spec.router.k = 9;
+  EXPECT_FALSE(engine.compile(spec, &error));
+  EXPECT_NE(error.find("1 <= k <= experts"), std::string::npos) << error;
+  EXPECT_FALSE(engine.compileModel("/nonexistent/model", 0, &error));
+  EXPECT_FALSE(error.empty());
+  EXPECT_EQ(engine.compileCount(), 0u);
+}
+
+TEST(CAPI, CompileModelAndRun) {
+  moe_engine *engine = nullptr;
+  ASSERT_EQ(moe_engine_create(nullptr, 0, &engine), 0);
+  moe_layer *layer = nullptr;
+  std::string dir = MOE_SOURCE_DIR "/testdata/golden/mixtral_t33_2layers";
+  ASSERT_EQ(moe_layer_compile_model(engine, dir.c_str(), 1, &layer), 0)
+      << moe_last_error();
+  EXPECT_EQ(moe_layer_hidden(layer), 64);
+  ASSERT_EQ(moe_layer_weight_count(layer), 3);
+  const char *name = nullptr;
+  int64_t elements = 0;
+  ASSERT_EQ(moe_layer_weight_info(layer, 0, &name, &elements), 0);
+  EXPECT_STREQ(name, "gate");
+  EXPECT_EQ(elements, 8 * 64);
+  EXPECT_EQ(moe_layer_weight_info(layer, 3, &name, &elements),
+            MOE_ERROR_OUT_OF_RANGE);
+  ASSERT_NE(moe_layer_model_weights(layer), nullptr);
+  // Layer 0 of the same model has other weights but the same shapes and
+  // policy: the same code, a cache hit.
+  moe_layer *layer0 = nullptr;
+  ASSERT_EQ(moe_layer_compile_model(engine, dir.c_str(), 0, &layer0), 0);
+  EXPECT_EQ(moe_engine_compile_count(engine), 1u);
+  EXPECT_EQ(moe_engine_cache_hits(engine), 1u);
+  std::vector<float> x = uniform(5 * 64, 1.0f, 7), y(x.size());
+  moe_batch batch = {};
+  batch.num_tokens = 5;
+  batch.x = x.data();
+  EXPECT_EQ(
+      moe_layer_run(layer, moe_layer_model_weights(layer), &batch, y.data()),
+      0);
+  EXPECT_EQ(
+      moe_layer_run(layer, moe_layer_model_weights(layer), nullptr, y.data()),
+      MOE_ERROR_NULL_POINTER);
+  EXPECT_NE(std::string(moe_last_error()).find("batch"), std::string::npos);
+  batch.num_tokens = -1;
+  EXPECT_EQ(
+      moe_layer_run(layer, moe_layer_model_weights(layer), &batch, y.data()),
+      MOE_ERROR_BAD_SHAPE);
+  moe_layer_release(layer0);
+  moe_engine_destroy(engine);
+  // A layer outlives its engine.
+  batch.num_tokens = 5;
+  EXPECT_EQ(
+      moe_layer_run(layer, moe_layer_model_weights(layer), &batch, y.data()),
+      0);
+  moe_layer_release(layer);
+}
+
+TEST(CAPI, Errors) {
+  moe_engine *engine = nullptr;
+  EXPECT_EQ(moe_engine_create(nullptr, -1, &engine),
+            MOE_ERROR_INVALID_ARGUMENT);
+  ASSERT_EQ(moe_engine_create("x86-64-v3", 0, &engine), 0);
+  moe_layer *layer = nullptr;
+  moe_layer_desc desc = {};
+  EXPECT_EQ(moe_layer_compile(engine, &desc, &layer), MOE_ERROR_COMPILE);
+  EXPECT_NE(std::string(moe_last_error()).find("must be positive"),
+            std::string::npos);
+  EXPECT_EQ(moe_layer_compile(nullptr, &desc, &layer),
+            MOE_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(moe_layer_compile_model(engine, "/nonexistent", 0, &layer),
+            MOE_ERROR_COMPILE);
+  desc.hidden = 32;
+  desc.ffn = 48;
+  desc.num_experts = 4;
+  desc.top_k = 2;
+  ASSERT_EQ(moe_layer_compile(engine, &desc, &layer), 0) << moe_last_error();
+  EXPECT_EQ(moe_layer_model_weights(layer), nullptr);
+  moe_layer_release(layer);
+  moe_engine_destroy(engine);
+}
+
+} // namespace
