@@ -576,9 +576,87 @@ void buildRoute(OpBuilder &builder, const LayerABI &abi) {
 
 } // namespace
 
-OwningOpRef<ModuleOp>
-mlir::moe::compiler::buildLayerModule(MLIRContext *ctx,
-                                      ArrayRef<LayerABI> layers) {
+llvm::Expected<LayerABI>
+mlir::moe::compiler::wrapLayerFunction(ModuleOp module, StringRef symbol) {
+  auto error = [](const Twine &message) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   message.str());
+  };
+  func::FuncOp fn;
+  for (auto candidate : module.getOps<func::FuncOp>()) {
+    if (candidate.isPrivate() || candidate.isExternal())
+      continue;
+    if (fn)
+      return error("the module has several public functions ('" + fn.getName() +
+                   "', '" + candidate.getName() +
+                   "'): keep one, make the others private");
+    fn = candidate;
+  }
+  if (!fn)
+    return error("the module has no public function with a body");
+  FunctionType type = fn.getFunctionType();
+  auto x = type.getNumInputs() ? dyn_cast<RankedTensorType>(type.getInput(0))
+                               : RankedTensorType();
+  if (!x || x.getRank() != 2 || !x.isDynamicDim(0) || x.isDynamicDim(1) ||
+      !x.getElementType().isF32() || type.getNumResults() != 1 ||
+      type.getResult(0) != x)
+    return error("function '" + fn.getName() +
+                 "' must take the tokens as tensor<?xDxf32> first and return "
+                 "a tensor of the same type");
+  LayerABI abi;
+  abi.symbol = symbol.str();
+  abi.spec.name = fn.getName().str();
+  abi.spec.hidden = x.getDimSize(1);
+  int64_t d = abi.spec.hidden;
+  abi.forwardArgs.push_back(
+      field(ArgSource::BatchX, 0, "x", "float", {tokens(), fixed(d)}));
+  for (auto [i, input] : llvm::enumerate(type.getInputs().drop_front())) {
+    auto t = dyn_cast<RankedTensorType>(input);
+    if (!t || !t.hasStaticShape() ||
+        !(t.getElementType().isF32() || t.getElementType().isInteger(32)))
+      return error("argument " + Twine(i + 1) + " of '" + fn.getName() +
+                   "' must be a static-shaped tensor of f32 or i32 (a "
+                   "weight)");
+    std::vector<DimSpec> shape;
+    for (int64_t extent : t.getShape())
+      shape.push_back(fixed(extent));
+    abi.weights.push_back(
+        field(ArgSource::Weight, i, "arg" + std::to_string(i + 1),
+              t.getElementType().isF32() ? "float" : "int32_t", shape));
+  }
+  llvm::append_range(abi.forwardArgs, abi.weights);
+  abi.forwardArgs.push_back(
+      field(ArgSource::Output, 0, "y", "float", {tokens(), fixed(d)}));
+
+  // NAME__forward(x, weights..., y) -> status: the function on tensors
+  // views of the buffers, its result stored into y.
+  MLIRContext *ctx = module.getContext();
+  ctx->loadDialect<func::FuncDialect, bufferization::BufferizationDialect,
+                   arith::ArithDialect>();
+  fn.setPrivate();
+  OpBuilder builder(ctx);
+  builder.setInsertionPointToEnd(module.getBody());
+  func::FuncOp entry = createEntry(builder, fn.getLoc(),
+                                   abi.symbol + "__forward", abi.forwardArgs);
+  ImplicitLocOpBuilder b(fn.getLoc(), builder);
+  b.setInsertionPointToStart(&entry.getBody().front());
+  SmallVector<Value> tensors;
+  for (auto [arg, value] :
+       llvm::zip(abi.forwardArgs, entry.getArguments().drop_back())) {
+    auto memref = cast<MemRefType>(value.getType());
+    tensors.push_back(bufferization::ToTensorOp::create(
+        b, RankedTensorType::get(memref.getShape(), memref.getElementType()),
+        value, /*restrict=*/true));
+  }
+  auto call = func::CallOp::create(b, fn, tensors);
+  storeInto(b, call.getResult(0), entry.getArguments().back());
+  func::ReturnOp::create(
+      b, arith::ConstantIntOp::create(b, b.getI32Type(), 0).getResult());
+  return abi;
+}
+
+OwningOpRef<ModuleOp> mlir::moe::compiler::buildLayerModule(
+    MLIRContext *ctx, ArrayRef<LayerABI> layers, LayerEntries entries) {
   ctx->loadDialect<MoEDialect, func::FuncDialect, arith::ArithDialect,
                    bufferization::BufferizationDialect, linalg::LinalgDialect,
                    math::MathDialect, tensor::TensorDialect>();
@@ -586,8 +664,10 @@ mlir::moe::compiler::buildLayerModule(MLIRContext *ctx,
   OwningOpRef<ModuleOp> module = ModuleOp::create(builder.getUnknownLoc());
   builder.setInsertionPointToEnd(module->getBody());
   for (const LayerABI &abi : layers) {
-    buildForward(builder, abi);
-    buildRoute(builder, abi);
+    if (entries != LayerEntries::Route)
+      buildForward(builder, abi);
+    if (entries != LayerEntries::Forward)
+      buildRoute(builder, abi);
   }
   return module;
 }

@@ -91,6 +91,15 @@ int32_t moe_layer_compile_model(moe_engine *engine, const char *model_dir,
                 error, layer);
 }
 
+int32_t moe_layer_compile_mlir(moe_engine *engine, const char *mlir_text,
+                               moe_layer **layer) {
+  if (!engine || !mlir_text || !layer)
+    return failWith(MOE_ERROR_INVALID_ARGUMENT,
+                    "engine, mlir_text and layer must not be null");
+  std::string error;
+  return finish(engine->engine.compileMLIR(mlir_text, &error), error, layer);
+}
+
 void moe_layer_release(moe_layer *layer) { delete layer; }
 
 int64_t moe_layer_hidden(const moe_layer *layer) {

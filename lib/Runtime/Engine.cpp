@@ -6,7 +6,9 @@
 #include "moe/Compiler/LayerModule.h"
 #include "moe/Frontend/ModelImport.h"
 
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
 
 #include "llvm/Support/FormatVariadic.h"
 
@@ -21,15 +23,50 @@ using namespace mlir::moe::runtime;
 
 namespace {
 
-/// Compiled code shared by every handle of one cache entry.
+constexpr const char *kSymbol = "moe_layer";
+
+/// Compiled code shared by every handle of one cache entry. The forward
+/// entry is compiled up front; the route entry, which serving loops rarely
+/// call, on its first use.
 struct Kernel {
-  std::unique_ptr<MLIRContext> context;
-  std::unique_ptr<compiler::JitModule> jit;
+  frontend::LayerSpec spec;
+  /// Compiled from MLIR text: no route entry.
+  bool fromText = false;
+  std::string targetCPU;
+  bool cachingAllocator = true;
+  std::unique_ptr<compiler::JitModule> forwardJit, routeJit;
   compiler::ForwardFn forward = nullptr;
   compiler::RouteFn route = nullptr;
+  std::mutex routeMutex;
 };
 
-constexpr const char *kSymbol = "moe_layer";
+/// JIT-compiles one entry of `kernel`'s layer into `jit`; returns its
+/// address.
+llvm::Expected<void *> compileEntry(Kernel &kernel,
+                                    compiler::LayerEntries entry,
+                                    std::unique_ptr<compiler::JitModule> &jit) {
+  DialectRegistry registry;
+  compiler::registerCompilerDialects(registry);
+  // No thread pool per compile: compiles are serialized by the engine, and
+  // each context would otherwise start its own workers.
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  compiler::LayerABI abi = compiler::describeLayer(kernel.spec, kSymbol);
+  OwningOpRef<ModuleOp> module =
+      compiler::buildLayerModule(&context, {abi}, entry);
+  if (llvm::Error e =
+          compiler::lowerToLLVM(*module, {abi}, kernel.cachingAllocator))
+    return std::move(e);
+  compiler::CodegenOptions codegen;
+  codegen.targetCPU = kernel.targetCPU;
+  auto created = compiler::JitModule::create(*module, codegen);
+  if (!created)
+    return created.takeError();
+  jit = std::move(*created);
+  std::string symbol = kSymbol;
+  if (entry == compiler::LayerEntries::Route)
+    symbol += "_route";
+  return jit->lookup(symbol);
+}
 
 } // namespace
 
@@ -61,8 +98,31 @@ int32_t CompiledLayer::run(const void *const *weights, const moe_batch &batch,
 
 int32_t CompiledLayer::route(const void *const *weights, const moe_batch &batch,
                              void *const *routing) const {
-  return impl->kernel->route(
+  Kernel &kernel = *impl->kernel;
+  {
+    std::lock_guard<std::mutex> lock(kernel.routeMutex);
+    if (kernel.fromText)
+      return MOE_ERROR_COMPILE;
+    if (!kernel.route) {
+      auto address =
+          compileEntry(kernel, compiler::LayerEntries::Route, kernel.routeJit);
+      if (!address) {
+        llvm::consumeError(address.takeError());
+        return MOE_ERROR_COMPILE;
+      }
+      kernel.route = reinterpret_cast<compiler::RouteFn>(*address);
+    }
+  }
+  return kernel.route(
       weights, reinterpret_cast<const compiler::MoEBatch *>(&batch), routing);
+}
+
+int32_t CompiledLayer::run(const void *const *weights, int64_t numTokens,
+                           const float *x, float *y) const {
+  moe_batch batch = {};
+  batch.num_tokens = numTokens;
+  batch.x = x;
+  return run(weights, batch, y);
 }
 
 const void *const *CompiledLayer::modelWeights() const {
@@ -105,37 +165,17 @@ struct Engine::Impl {
     }
     auto start = std::chrono::steady_clock::now();
     auto kernel = std::make_shared<Kernel>();
-    DialectRegistry registry;
-    compiler::registerCompilerDialects(registry);
-    // No thread pool per compile: compiles are serialized here anyway, and
-    // each context would otherwise start (and keep) its own workers.
-    kernel->context = std::make_unique<MLIRContext>(
-        registry, MLIRContext::Threading::DISABLED);
-    compiler::LayerABI abi = compiler::describeLayer(spec, kSymbol);
-    OwningOpRef<ModuleOp> module =
-        compiler::buildLayerModule(kernel->context.get(), {abi});
-    auto fail = [&](llvm::Error e) {
+    kernel->spec = spec;
+    kernel->targetCPU = options.targetCPU;
+    kernel->cachingAllocator = options.cachingAllocator;
+    auto forward = compileEntry(*kernel, compiler::LayerEntries::Forward,
+                                kernel->forwardJit);
+    if (!forward) {
       if (error)
-        *error = llvm::toString(std::move(e));
+        *error = llvm::toString(forward.takeError());
       return nullptr;
-    };
-    if (llvm::Error e =
-            compiler::lowerToLLVM(*module, {abi}, options.cachingAllocator))
-      return fail(std::move(e));
-    compiler::CodegenOptions codegen;
-    codegen.targetCPU = options.targetCPU;
-    auto jit = compiler::JitModule::create(*module, codegen);
-    if (!jit)
-      return fail(jit.takeError());
-    kernel->jit = std::move(*jit);
-    auto forward = kernel->jit->lookup(kSymbol);
-    if (!forward)
-      return fail(forward.takeError());
+    }
     kernel->forward = reinterpret_cast<compiler::ForwardFn>(*forward);
-    auto route = kernel->jit->lookup(std::string(kSymbol) + "_route");
-    if (!route)
-      return fail(route.takeError());
-    kernel->route = reinterpret_cast<compiler::RouteFn>(*route);
     ++compiles;
     lastMs = std::chrono::duration<double, std::milli>(
                  std::chrono::steady_clock::now() - start)
@@ -144,6 +184,74 @@ struct Engine::Impl {
     return kernel;
   }
 };
+
+std::shared_ptr<CompiledLayer> Engine::compileMLIR(const std::string &text,
+                                                   std::string *error) {
+  auto fail = [&](const std::string &message) {
+    if (error)
+      *error = message;
+    return nullptr;
+  };
+  std::string key = "mlir:" + text + " @" + impl->options.targetCPU;
+  std::lock_guard<std::mutex> lock(impl->mutex);
+  std::shared_ptr<Kernel> kernel;
+  compiler::LayerABI abi;
+  auto it = impl->cache.find(key);
+  auto start = std::chrono::steady_clock::now();
+  // Parsed even on a cache hit: the ABI (weights) comes from the text.
+  DialectRegistry registry;
+  compiler::registerCompilerDialects(registry);
+  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  std::string diagnostics;
+  llvm::raw_string_ostream os(diagnostics);
+  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {
+    os << diag.getLocation() << ": " << diag << "\n";
+    return success();
+  });
+  OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(text, &context);
+  if (!module)
+    return fail("cannot parse the MLIR text:\n" + diagnostics);
+  auto wrapped = compiler::wrapLayerFunction(*module, kSymbol);
+  if (!wrapped)
+    return fail(llvm::toString(wrapped.takeError()));
+  abi = std::move(*wrapped);
+  if (it != impl->cache.end()) {
+    ++impl->hits;
+    kernel = it->second;
+  } else {
+    kernel = std::make_shared<Kernel>();
+    kernel->spec = abi.spec;
+    kernel->fromText = true;
+    if (llvm::Error e = compiler::lowerToLLVM(*module, {abi},
+                                              impl->options.cachingAllocator))
+      return fail(llvm::toString(std::move(e)));
+    compiler::CodegenOptions codegen;
+    codegen.targetCPU = impl->options.targetCPU;
+    auto created = compiler::JitModule::create(*module, codegen);
+    if (!created)
+      return fail(llvm::toString(created.takeError()));
+    kernel->forwardJit = std::move(*created);
+    auto forward = kernel->forwardJit->lookup(kSymbol);
+    if (!forward)
+      return fail(llvm::toString(forward.takeError()));
+    kernel->forward = reinterpret_cast<compiler::ForwardFn>(*forward);
+    ++impl->compiles;
+    impl->lastMs = std::chrono::duration<double, std::milli>(
+                       std::chrono::steady_clock::now() - start)
+                       .count();
+    impl->cache[key] = kernel;
+  }
+  auto layer = std::make_unique<CompiledLayer::Impl>();
+  layer->kernel = std::move(kernel);
+  layer->spec = abi.spec;
+  for (const compiler::EntryArg &w : abi.weights) {
+    int64_t n = 1;
+    for (const compiler::DimSpec &dim : w.shape)
+      n *= dim.extent;
+    layer->weights.push_back({w.name, w.ctype, n});
+  }
+  return std::shared_ptr<CompiledLayer>(new CompiledLayer(std::move(layer)));
+}
 
 Engine::Engine(EngineOptions options) : impl(std::make_unique<Impl>()) {
   impl->options = std::move(options);
@@ -186,6 +294,9 @@ std::vector<WeightInfo> weightInfos(const frontend::LayerSpec &spec) {
 std::shared_ptr<CompiledLayer> Engine::compile(const frontend::LayerSpec &spec,
                                                std::string *error) {
   std::string problem = validate(spec);
+  if (impl->options.dtype != "f32")
+    problem = "dtype '" + impl->options.dtype +
+              "': only f32 layers are compiled so far";
   if (!problem.empty()) {
     if (error)
       *error = "invalid layer: " + problem;

@@ -1,12 +1,14 @@
 //===- EngineTest.cpp - The embedding API: cache, results, threads --------===//
 
 #include "moe/Runtime/Engine.h"
+#include "moe/Compiler/LayerModule.h"
 #include "moe/Reference/Reference.h"
 #include "moe/Runtime/moe.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <thread>
 
@@ -66,10 +68,7 @@ TEST(Engine, CompilesOnceForEveryTokenCount) {
   for (int64_t T : {1, 7, 64, 3, 200}) {
     std::vector<float> x = uniform(T * spec.hidden, 1.0f, 10 + T);
     std::vector<float> y(x.size());
-    moe_batch batch = {};
-    batch.num_tokens = T;
-    batch.x = x.data();
-    ASSERT_EQ(layer->run(table, batch, y.data()), 0);
+    ASSERT_EQ(layer->run(table, T, x.data(), y.data()), 0);
     reference::Inputs in;
     in.x = x.data();
     in.numTokens = T;
@@ -86,6 +85,32 @@ TEST(Engine, CompilesOnceForEveryTokenCount) {
   spec.router.k = 3;
   ASSERT_TRUE(engine.compile(spec, &error)) << error;
   EXPECT_EQ(engine.compileCount(), 2u);
+}
+
+TEST(Engine, RouteIsCompiledOnFirstUse) {
+  Engine engine;
+  frontend::LayerSpec spec = mixtralLike();
+  frontend::LayerWeights w = weightsFor(spec);
+  std::string error;
+  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
+  ASSERT_TRUE(layer) << error;
+  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+  const int64_t T = 9;
+  std::vector<float> x = uniform(T * spec.hidden, 1.0f, 5);
+  moe_batch batch = {};
+  batch.num_tokens = T;
+  batch.x = x.data();
+  compiler::LayerABI abi = compiler::describeLayer(spec, "moe_layer");
+  compiler::RoutingBuffers routing(abi, T);
+  std::vector<void *> pointers = routing.pointers(abi);
+  ASSERT_EQ(layer->route(table, batch, pointers.data()), 0);
+  reference::Inputs in;
+  in.x = x.data();
+  in.numTokens = T;
+  reference::Result ref = reference::run(spec, w, in);
+  EXPECT_EQ(routing.indices, ref.indices);
+  EXPECT_EQ(routing.load, ref.load);
+  EXPECT_EQ(engine.compileCount(), 1u);
 }
 
 TEST(Engine, ConcurrentRunsOnOneHandle) {
@@ -158,6 +183,11 @@ TEST(Engine, Errors) {
   EXPECT_FALSE(engine.compileModel("/nonexistent/model", 0, &error));
   EXPECT_FALSE(error.empty());
   EXPECT_EQ(engine.compileCount(), 0u);
+  EngineOptions bf16;
+  bf16.dtype = "bf16";
+  Engine other(bf16);
+  EXPECT_FALSE(other.compile(mixtralLike(), &error));
+  EXPECT_NE(error.find("only f32"), std::string::npos) << error;
 }
 
 TEST(CAPI, CompileModelAndRun) {
@@ -206,6 +236,49 @@ TEST(CAPI, CompileModelAndRun) {
       moe_layer_run(layer, moe_layer_model_weights(layer), &batch, y.data()),
       0);
   moe_layer_release(layer);
+}
+
+TEST(Engine, CompilesMLIRText) {
+  // The hand-written Mixtral block of test/aot/Inputs, against the same
+  // layer imported from the golden model it was written after.
+  std::string path = MOE_SOURCE_DIR "/test/aot/Inputs/mixtral_t1_layer.mlir";
+  FILE *f = fopen(path.c_str(), "rb");
+  ASSERT_TRUE(f);
+  std::string text;
+  char buffer[4096];
+  for (size_t n; (n = fread(buffer, 1, sizeof buffer, f)) > 0;)
+    text.append(buffer, n);
+  fclose(f);
+  Engine engine;
+  std::string error;
+  std::shared_ptr<CompiledLayer> fromText = engine.compileMLIR(text, &error);
+  ASSERT_TRUE(fromText) << error;
+  ASSERT_EQ(fromText->weights().size(), 3u);
+  EXPECT_EQ(fromText->weights()[0].name, "arg1");
+  EXPECT_EQ(fromText->weights()[0].elements, 8 * 64);
+  std::shared_ptr<CompiledLayer> model = engine.compileModel(
+      MOE_SOURCE_DIR "/testdata/golden/mixtral_t1", 0, &error);
+  ASSERT_TRUE(model) << error;
+  std::vector<float> x = uniform(6 * 64, 1.0f, 3), a(x.size()), b(x.size());
+  moe_batch batch = {};
+  batch.num_tokens = 6;
+  batch.x = x.data();
+  ASSERT_EQ(fromText->run(model->modelWeights(), batch, a.data()), 0);
+  ASSERT_EQ(model->run(model->modelWeights(), batch, b.data()), 0);
+  expectNear(a, b, 6, 64);
+  EXPECT_EQ(fromText->route(model->modelWeights(), batch, nullptr),
+            MOE_ERROR_COMPILE);
+  // The same text again is a cache hit; broken text an error.
+  EXPECT_TRUE(engine.compileMLIR(text, &error));
+  EXPECT_EQ(engine.compileCount(), 2u);
+  EXPECT_EQ(engine.cacheHits(), 1u);
+  EXPECT_FALSE(engine.compileMLIR("func.func @f(", &error));
+  EXPECT_NE(error.find("cannot parse"), std::string::npos) << error;
+  EXPECT_FALSE(engine.compileMLIR(
+      "func.func @f(%a: tensor<4xf32>) -> tensor<4xf32> { return %a : "
+      "tensor<4xf32> }",
+      &error));
+  EXPECT_NE(error.find("tensor<?xDxf32>"), std::string::npos) << error;
 }
 
 TEST(CAPI, Errors) {

@@ -20,6 +20,8 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
 
+#include "llvm/Support/Error.h"
+
 #include <string>
 #include <vector>
 
@@ -67,10 +69,23 @@ struct LayerABI {
 /// Builds the ABI description of `spec` under C symbol `symbol`.
 LayerABI describeLayer(const frontend::LayerSpec &spec, llvm::StringRef symbol);
 
+/// Turns the one public function of a parsed module, taking the tokens as
+/// `tensor<?xDxf32>` then static-shaped f32/i32 weight tensors and
+/// returning `tensor<?xDxf32>`, into a layer with a forward entry
+/// `symbol__forward` (no route entry): the function is made private and
+/// called from the entry. Weights are named arg1, arg2, ... Errors say
+/// which signature was expected.
+llvm::Expected<LayerABI> wrapLayerFunction(ModuleOp module,
+                                           llvm::StringRef symbol);
+
+/// Which entries buildLayerModule builds.
+enum class LayerEntries { Both, Forward, Route };
+
 /// Builds a module holding `NAME__forward` and `NAME__route` (buffer
-/// arguments, i32 status result) for every layer.
+/// arguments, i32 status result) for every layer, or only one of them.
 OwningOpRef<ModuleOp> buildLayerModule(MLIRContext *ctx,
-                                       llvm::ArrayRef<LayerABI> layers);
+                                       llvm::ArrayRef<LayerABI> layers,
+                                       LayerEntries entries = LayerEntries::Both);
 
 /// The C header text declaring the entries of `layers`.
 std::string emitCHeader(llvm::ArrayRef<LayerABI> layers,

@@ -41,6 +41,9 @@ struct EngineOptions {
   /// under ThreadSanitizer, which cannot see uninstrumented atomics. The
   /// environment variable MOE_ENGINE_PLAIN_MALLOC=1 turns it off too.
   bool cachingAllocator = true;
+  /// Weight and activation precision: "f32" (the only one compiled so
+  /// far; anything else makes every compile fail with a message).
+  std::string dtype = "f32";
 };
 
 /// One weight the layer takes, in argument order.
@@ -59,10 +62,15 @@ public:
   /// returned status). `weights` points to one array per WeightInfo.
   int32_t run(const void *const *weights, const moe_batch &batch,
               float *y) const;
+  /// The same for a plain batch of `numTokens` rows of x.
+  int32_t run(const void *const *weights, int64_t numTokens, const float *x,
+              float *y) const;
   /// The routing decision of `batch` into the arrays of `routing`, in the
   /// field order of the NAME_routing struct of moe-compile's header
   /// (indices, weights, rows, expert_load, then logits, aux_loss, z_loss
-  /// for routed layers).
+  /// for routed layers). The route entry is compiled on the first call
+  /// (MOE_ERROR_COMPILE if that fails, or for layers compiled from MLIR
+  /// text, which have none); serving loops need only run().
   int32_t route(const void *const *weights, const moe_batch &batch,
                 void *const *routing) const;
   /// The weights loaded with the model, for layers compiled by
@@ -93,6 +101,15 @@ public:
   std::shared_ptr<CompiledLayer> compileModel(const std::string &directory,
                                               int64_t layerIndex,
                                               std::string *error);
+
+  /// Compiles MLIR text holding one public function on tensors (moe ops,
+  /// e.g. a `moe.layer`, and upstream ops) that takes the tokens as
+  /// `tensor<?xDxf32>`, then static-shaped f32/i32 weight tensors, and
+  /// returns `tensor<?xDxf32>` (examples/mixtral_layer.mlir). The layer's
+  /// weights are the remaining arguments, named arg1, arg2, ...; it has no
+  /// route entry (route() returns MOE_ERROR_COMPILE).
+  std::shared_ptr<CompiledLayer> compileMLIR(const std::string &text,
+                                             std::string *error);
 
   /// Compilations run (cache misses) and cache hits so far.
   uint64_t compileCount() const;

@@ -88,6 +88,11 @@ int32_t moe_layer_compile(moe_engine *engine, const moe_layer_desc *desc,
                           moe_layer **layer);
 int32_t moe_layer_compile_model(moe_engine *engine, const char *model_dir,
                                 int64_t layer_index, moe_layer **layer);
+/* MLIR text with one public function on tensors: (tensor<?xDxf32> tokens,
+ * static-shaped f32/i32 weight tensors...) -> tensor<?xDxf32>. Its
+ * weights are the arguments after the tokens, named "arg1", "arg2", ... */
+int32_t moe_layer_compile_mlir(moe_engine *engine, const char *mlir_text,
+                               moe_layer **layer);
 /* Handles are reference counted by the engine's cache; release each one
  * obtained. A layer stays usable after its engine is destroyed. */
 void moe_layer_release(moe_layer *layer);
