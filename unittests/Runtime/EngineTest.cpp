@@ -52,19 +52,27 @@ void expectNear(const std::vector<float> &got, const std::vector<float> &want,
         << "element " << i;
 }
 
-TEST(Engine, CompilesOnceForEveryTokenCount) {
+/// An engine with the Mixtral-like layer compiled and seeded weights.
+class CompiledMixtral : public ::testing::Test {
+protected:
+  void SetUp() override {
+    layer = engine.compile(spec, &error);
+    ASSERT_TRUE(layer) << error;
+  }
   Engine engine;
   frontend::LayerSpec spec = mixtralLike();
   frontend::LayerWeights w = weightsFor(spec);
+  const void *table[3] = {w.gate.data(), w.w1.data(), w.w2.data()};
   std::string error;
-  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
-  ASSERT_TRUE(layer) << error;
+  std::shared_ptr<CompiledLayer> layer;
+};
+
+TEST_F(CompiledMixtral, CompilesOnceForEveryTokenCount) {
   EXPECT_EQ(engine.compileCount(), 1u);
   EXPECT_GT(engine.lastCompileMs(), 0.0);
   ASSERT_EQ(layer->weights().size(), 3u);
   EXPECT_EQ(layer->weights()[1].name, "w1");
   EXPECT_EQ(layer->weights()[1].elements, 8 * 192 * 64);
-  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
   for (int64_t T : {1, 7, 64, 3, 200}) {
     std::vector<float> x = uniform(T * spec.hidden, 1.0f, 10 + T);
     std::vector<float> y(x.size());
@@ -87,14 +95,7 @@ TEST(Engine, CompilesOnceForEveryTokenCount) {
   EXPECT_EQ(engine.compileCount(), 2u);
 }
 
-TEST(Engine, RouteIsCompiledOnFirstUse) {
-  Engine engine;
-  frontend::LayerSpec spec = mixtralLike();
-  frontend::LayerWeights w = weightsFor(spec);
-  std::string error;
-  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
-  ASSERT_TRUE(layer) << error;
-  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+TEST_F(CompiledMixtral, RouteIsCompiledOnFirstUse) {
   const int64_t T = 9;
   std::vector<float> x = uniform(T * spec.hidden, 1.0f, 5);
   moe_batch batch = {};
@@ -113,14 +114,7 @@ TEST(Engine, RouteIsCompiledOnFirstUse) {
   EXPECT_EQ(engine.compileCount(), 1u);
 }
 
-TEST(Engine, ConcurrentRunsOnOneHandle) {
-  Engine engine;
-  frontend::LayerSpec spec = mixtralLike();
-  frontend::LayerWeights w = weightsFor(spec);
-  std::string error;
-  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
-  ASSERT_TRUE(layer) << error;
-  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+TEST_F(CompiledMixtral, ConcurrentRunsOnOneHandle) {
   // Expected outputs, one call each, before the threads start.
   const int64_t sizes[] = {1, 5, 16, 33, 64, 129};
   std::vector<std::vector<float>> inputs, expected;
