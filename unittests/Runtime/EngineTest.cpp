@@ -149,6 +149,101 @@ TEST_F(CompiledMixtral, ConcurrentRunsOnOneHandle) {
   EXPECT_EQ(engine.compileCount(), 1u);
 }
 
+/// NaN-aware comparison: NaN only where the reference has NaN.
+void expectSameOrBothNaN(const std::vector<float> &got,
+                         const std::vector<float> &want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      EXPECT_TRUE(std::isnan(got[i])) << "element " << i;
+      continue;
+    }
+    ASSERT_NEAR(got[i], want[i], 1e-5 + 1e-4 * std::fabs(want[i]))
+        << "element " << i;
+  }
+}
+
+// Bad runtime inputs (docs/errors.md): defined results and status bits,
+// the same as the reference implementation's, never a crash.
+TEST_F(CompiledMixtral, NaNAndInfTokens) {
+  const int64_t T = 6;
+  std::vector<float> x = uniform(T * spec.hidden, 1.0f, 21);
+  x[1 * spec.hidden + 3] = NAN;      // token 1: NaN logits
+  x[3 * spec.hidden + 0] = INFINITY; // token 3: infinite logits
+  x[4 * spec.hidden + 5] = -INFINITY;
+  std::vector<float> y(x.size());
+  int32_t status = layer->run(table, T, x.data(), y.data());
+  EXPECT_EQ(status, MOE_STATUS_NAN_LOGITS);
+  reference::Inputs in;
+  in.x = x.data();
+  in.numTokens = T;
+  reference::Result ref = reference::run(spec, w, in);
+  EXPECT_TRUE(ref.sawNaN);
+  expectSameOrBothNaN(y, ref.output);
+  // The finite tokens are exact despite their neighbours.
+  for (int64_t t : {0, 2, 5})
+    for (int64_t c = 0; c < spec.hidden; ++c)
+      EXPECT_TRUE(std::isfinite(y[t * spec.hidden + c]));
+}
+
+TEST_F(CompiledMixtral, EmptyAndNegativeBatches) {
+  std::vector<float> y(4, 7.0f);
+  EXPECT_EQ(layer->run(table, 0, nullptr, nullptr), 0);
+  EXPECT_EQ(layer->run(table, 0, nullptr, y.data()), 0);
+  EXPECT_EQ(y[0], 7.0f); // nothing written
+  EXPECT_EQ(layer->run(table, -3, nullptr, y.data()), MOE_ERROR_BAD_SHAPE);
+  std::vector<float> x(spec.hidden, 1.0f);
+  EXPECT_EQ(layer->run(table, 1, nullptr, y.data()), MOE_ERROR_NULL_POINTER);
+  EXPECT_EQ(layer->run(table, 1, x.data(), nullptr), MOE_ERROR_NULL_POINTER);
+  EXPECT_EQ(layer->run(nullptr, 1, x.data(), y.data()), MOE_ERROR_NULL_POINTER);
+}
+
+TEST(Engine, HashTokenIdsOutOfRange) {
+  frontend::LayerSpec spec;
+  spec.name = "hash";
+  spec.hidden = 32;
+  spec.ffn = 48;
+  spec.numExperts = 4;
+  spec.router.family = frontend::RouterFamily::Hash;
+  spec.hashVocab = 10;
+  frontend::LayerWeights w;
+  w.w1 = uniform(4 * 2 * 48 * 32, 0.2f, 2);
+  w.w2 = uniform(4 * 32 * 48, 0.2f, 3);
+  for (int32_t i = 0; i < 10; ++i)
+    w.hashTable.push_back(i % 4);
+  Engine engine;
+  std::string error;
+  std::shared_ptr<CompiledLayer> layer = engine.compile(spec, &error);
+  ASSERT_TRUE(layer) << error;
+  ASSERT_EQ(layer->weights().size(), 3u);
+  EXPECT_EQ(layer->weights()[0].name, "hash_table");
+  const void *table[] = {w.hashTable.data(), w.w1.data(), w.w2.data()};
+  const int64_t T = 5;
+  std::vector<float> x = uniform(T * 32, 1.0f, 9), y(x.size());
+  // Inside the table, past its end, negative, huge.
+  std::vector<int64_t> ids = {3, 10, -1, int64_t(1) << 40, 9};
+  moe_batch batch = {};
+  batch.num_tokens = T;
+  batch.x = x.data();
+  batch.token_ids = ids.data();
+  EXPECT_EQ(layer->run(table, batch, y.data()),
+            MOE_STATUS_TOKEN_ID_OUT_OF_RANGE);
+  reference::Inputs in;
+  in.x = x.data();
+  in.numTokens = T;
+  in.tokenIds = ids.data();
+  reference::Result ref = reference::run(spec, w, in);
+  EXPECT_TRUE(ref.sawBadTokenId);
+  expectNear(y, ref.output, T, 32);
+  // Routed nowhere: the output rows of the bad ids are zero.
+  for (int64_t t : {1, 2, 3})
+    for (int64_t c = 0; c < 32; ++c)
+      EXPECT_EQ(y[t * 32 + c], 0.0f);
+  // Without token ids a hash layer is a null-pointer error.
+  batch.token_ids = nullptr;
+  EXPECT_EQ(layer->run(table, batch, y.data()), MOE_ERROR_NULL_POINTER);
+}
+
 TEST(Engine, ConcurrentCompilesShareOneEntry) {
   Engine engine;
   frontend::LayerSpec spec = mixtralLike();
