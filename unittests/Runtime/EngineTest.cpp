@@ -1,12 +1,14 @@
 //===- EngineTest.cpp - The embedding API: cache, results, threads --------===//
 
 #include "moe/Runtime/Engine.h"
+#include "moe/Compiler/Compiler.h"
 #include "moe/Compiler/LayerModule.h"
 #include "moe/Reference/Reference.h"
 #include "moe/Runtime/moe.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -242,6 +244,103 @@ TEST(Engine, HashTokenIdsOutOfRange) {
   // Without token ids a hash layer is a null-pointer error.
   batch.token_ids = nullptr;
   EXPECT_EQ(layer->run(table, batch, y.data()), MOE_ERROR_NULL_POINTER);
+}
+
+TEST_F(CompiledMixtral, BitwiseAcrossRunsAndThreadCounts) {
+  // Every output element is computed by one work item in a fixed order, so
+  // neither repetition nor the thread count changes a bit.
+  for (int64_t T : {3, 64}) {
+    std::vector<float> x = uniform(T * spec.hidden, 1.0f, 40 + T);
+    std::vector<float> first(x.size());
+    compiler::setNumThreads(1);
+    ASSERT_EQ(layer->run(table, T, x.data(), first.data()), 0);
+    for (int threads : {2, 3, 1, 2}) {
+      compiler::setNumThreads(threads);
+      std::vector<float> y(x.size());
+      ASSERT_EQ(layer->run(table, T, x.data(), y.data()), 0);
+      EXPECT_EQ(y, first) << "T " << T << ", " << threads << " threads";
+    }
+  }
+  compiler::setNumThreads(2);
+}
+
+// Per-request isolation (docs/errors.md): request B floods expert 0 ahead
+// of request A in one batch. Capacity counted per batch lets B push A's
+// tokens over capacity; counted per request, A's routing is exactly what it
+// is alone.
+TEST(Engine, CapacityPerRequestIsolatesRequests) {
+  auto specFor = [](frontend::CapacityGroupKind group) {
+    frontend::LayerSpec spec;
+    spec.name = "isolation";
+    spec.hidden = 32;
+    spec.ffn = 48;
+    spec.numExperts = 4;
+    spec.router.k = 1;
+    spec.router.capacity.enabled = true;
+    spec.router.capacity.factor = 1.0;
+    spec.router.capacity.group = group;
+    spec.router.capacity.overflow = frontend::Overflow::Drop;
+    return spec;
+  };
+  frontend::LayerSpec perRequest =
+      specFor(frontend::CapacityGroupKind::Request);
+  frontend::LayerSpec perBatch = specFor(frontend::CapacityGroupKind::Batch);
+  frontend::LayerWeights w;
+  w.gate = uniform(4 * 32, 0.5f, 31);
+  w.w1 = uniform(4 * 2 * 48 * 32, 0.2f, 32);
+  w.w2 = uniform(4 * 32 * 48, 0.2f, 33);
+  const void *table[] = {w.gate.data(), w.w1.data(), w.w2.data()};
+  // A: 8 tokens, each aligned with expert 0's router row; B: 32 more.
+  const int64_t A = 8, B = 32, d = 32;
+  std::vector<float> a(A * d), batch((A + B) * d);
+  for (int64_t t = 0; t < A; ++t)
+    for (int64_t c = 0; c < d; ++c)
+      a[t * d + c] = 4.0f * w.gate[c] + 0.01f * float(t + c % 3);
+  for (int64_t t = 0; t < B; ++t)
+    for (int64_t c = 0; c < d; ++c)
+      batch[t * d + c] = 4.0f * w.gate[c]; // B first: it takes the slots
+  std::copy(a.begin(), a.end(), batch.begin() + B * d);
+
+  Engine engine;
+  std::string error;
+  auto isolated = engine.compile(perRequest, &error);
+  ASSERT_TRUE(isolated) << error;
+  auto shared = engine.compile(perBatch, &error);
+  ASSERT_TRUE(shared) << error;
+  compiler::LayerABI abi = compiler::describeLayer(perRequest, "moe_layer");
+  auto keptOfA = [&](CompiledLayer &layer, const std::vector<float> &x,
+                     std::vector<int32_t> groups, int64_t first) {
+    int64_t T = x.size() / d;
+    moe_batch b = {};
+    b.num_tokens = T;
+    b.x = x.data();
+    b.group_offsets = groups.data();
+    b.num_groups = groups.size() - 1;
+    compiler::RoutingBuffers routing(abi, T);
+    std::vector<void *> pointers = routing.pointers(abi);
+    EXPECT_EQ(layer.route(table, b, pointers.data()), 0);
+    std::vector<float> y(x.size());
+    EXPECT_EQ(layer.run(table, b, y.data()), 0);
+    std::vector<int32_t> kept;
+    for (int64_t t = first; t < first + A; ++t)
+      kept.push_back(routing.rows[t] >= 0);
+    return std::make_pair(
+        kept,
+        std::vector<float>(y.begin() + first * d, y.begin() + (first + A) * d));
+  };
+  auto alone = keptOfA(*isolated, a, {0, int32_t(A)}, 0);
+  auto together = keptOfA(*isolated, batch, {0, int32_t(B), int32_t(A + B)}, B);
+  // Per request: A keeps the same tokens as alone, and its output matches.
+  EXPECT_EQ(together.first, alone.first);
+  // Bitwise here: expert 0 holds 8 + 2 rows, below the 16 where the CPU
+  // kernels switch from the decode to the panel path (docs/errors.md).
+  EXPECT_EQ(together.second, alone.second);
+  EXPECT_GT(std::count(alone.first.begin(), alone.first.end(), 1), 0);
+  // Per batch: B's tokens took expert 0's slots; A's tokens are dropped.
+  auto leaked = keptOfA(*shared, batch, {0, int32_t(A + B)}, B);
+  EXPECT_NE(leaked.first, alone.first);
+  EXPECT_EQ(std::count(leaked.first.begin(), leaked.first.end(), 1), 0);
+  EXPECT_NE(leaked.second, alone.second);
 }
 
 TEST(Engine, ConcurrentCompilesShareOneEntry) {
