@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moe-mlir needs (with --bench, also those of
-# the benchmark baselines), only those that are missing,
+# the benchmark baselines; with --fuzz, the sanitizer runtimes), only those
+# that are missing,
 # so a second run costs a few dpkg queries.
 set -euo pipefail
 
@@ -13,6 +14,11 @@ packages=(
 # (Debian's python3-torch) and OpenBLAS as the system BLAS it calls.
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(libdnnl-dev python3-torch libopenblas0-pthread)
+fi
+# `setup.sh --fuzz` adds clang's sanitizer and libFuzzer runtimes
+# (scripts/fuzz.sh, the ThreadSanitizer command of docs/embedding.md).
+if [[ "${1:-}" == "--fuzz" ]]; then
+  packages+=(libclang-rt-22-dev)
 fi
 
 missing=()

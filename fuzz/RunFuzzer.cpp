@@ -1,0 +1,202 @@
+//===- RunFuzzer.cpp - libFuzzer target: runtime inputs of compiled layers ===//
+//
+// Compiles, once, three small layers through the embedding engine: top-k
+// with capacity per request and reroute, top-p with passthrough, and hash
+// routing. Each input picks a layer and becomes a batch: the token count,
+// request boundaries, token values (NaN and Inf included) and raw token
+// ids. The compiled layer must return a
+// status without crashing, and its output must match the reference
+// implementation (NaN where the reference has NaN) whenever the batch is
+// well-formed; a malformed batch must be rejected with a negative status.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moe/Compiler/LayerModule.h"
+#include "moe/Reference/Reference.h"
+#include "moe/Runtime/Engine.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <random>
+
+using namespace mlir::moe;
+
+namespace {
+
+constexpr int64_t kHidden = 16, kFfn = 24, kExperts = 4, kMaxTokens = 48;
+
+struct Case {
+  frontend::LayerSpec spec;
+  frontend::LayerWeights weights;
+  std::shared_ptr<runtime::CompiledLayer> layer;
+  std::vector<const void *> table;
+};
+
+std::vector<float> uniform(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-0.5f, 0.5f);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+std::vector<Case> &cases() {
+  static std::vector<Case> all = [] {
+    static runtime::Engine engine;
+    std::vector<Case> out(3);
+    for (size_t i = 0; i < out.size(); ++i) {
+      frontend::LayerSpec &s = out[i].spec;
+      s.name = "fuzz";
+      s.hidden = kHidden;
+      s.ffn = kFfn;
+      s.numExperts = kExperts;
+      frontend::LayerWeights &w = out[i].weights;
+      if (i == 0) {
+        s.router.k = 2;
+        s.router.renormalize = true;
+        s.router.capacity.enabled = true;
+        s.router.capacity.factor = 0.75;
+        s.router.capacity.group = frontend::CapacityGroupKind::Request;
+        s.router.capacity.overflow = frontend::Overflow::Reroute;
+      } else if (i == 1) {
+        s.router.family = frontend::RouterFamily::TopP;
+        s.router.k = 3;
+        s.router.p = 0.6;
+        s.router.capacity.enabled = true;
+        s.router.capacity.absolute = 3;
+        s.router.capacity.overflow = frontend::Overflow::Passthrough;
+      } else {
+        s.router.family = frontend::RouterFamily::Hash;
+        s.hashVocab = 11;
+        for (int32_t v = 0; v < 11; ++v)
+          w.hashTable.push_back(v % kExperts);
+      }
+      if (i != 2)
+        w.gate = uniform(kExperts * kHidden, 10 + i);
+      w.w1 = uniform(kExperts * 2 * kFfn * kHidden, 20 + i);
+      w.w2 = uniform(kExperts * kHidden * kFfn, 30 + i);
+      std::string error;
+      out[i].layer = engine.compile(s, &error);
+      if (!out[i].layer) {
+        fprintf(stderr, "RunFuzzer: compile failed: %s\n", error.c_str());
+        abort();
+      }
+      for (const runtime::WeightInfo &info : out[i].layer->weights()) {
+        const void *p = info.name == "gate"         ? w.gate.data()
+                        : info.name == "hash_table" ? (const void *)w.hashTable.data()
+                        : info.name == "w1"         ? w.w1.data()
+                                                    : w.w2.data();
+        out[i].table.push_back(p);
+      }
+    }
+    return out;
+  }();
+  return all;
+}
+
+/// Reads the next `n` bytes of the input, zero past its end.
+struct Reader {
+  const uint8_t *data;
+  size_t size, at = 0;
+  void read(void *out, size_t n) {
+    std::memset(out, 0, n);
+    size_t take = at < size ? std::min(n, size - at) : 0;
+    std::memcpy(out, data + at, take);
+    at += n;
+  }
+  uint8_t byte() {
+    uint8_t b;
+    read(&b, 1);
+    return b;
+  }
+};
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  Reader in{data, size};
+  Case &c = cases()[in.byte() % 3];
+  int64_t T = in.byte() % (kMaxTokens + 1);
+  // Request boundaries: 0 = b0 <= b1 <= ... <= T, from cut points.
+  int numGroups = 1 + in.byte() % 4;
+  std::vector<int32_t> groups = {0};
+  for (int g = 1; g < numGroups; ++g)
+    groups.push_back(std::min<int32_t>(
+        T, std::max<int32_t>(groups.back(), in.byte() % (T + 1))));
+  groups.push_back(int32_t(T));
+  bool corruptGroups = in.byte() == 0xff; // rarely: a malformed table
+  if (corruptGroups && numGroups > 1)
+    groups[1] = int32_t(T) + 5;
+  // Token values in [-8, 8) in steps of 1/4096, with NaN and +-Inf mixed
+  // in when the high bits ask for them (bounded, so the f32 code and the
+  // reference stay comparable).
+  std::vector<float> x(T * kHidden);
+  for (float &v : x) {
+    uint16_t bits;
+    in.read(&bits, sizeof bits);
+    int16_t value = int16_t(bits & 0xffff);
+    v = float(value) / 4096.0f;
+    if ((bits & 0xfff0) == 0x7ff0)
+      v = (bits & 1) ? NAN : ((bits & 2) ? INFINITY : -INFINITY);
+  }
+  std::vector<int64_t> ids(T);
+  for (int64_t &id : ids) {
+    in.read(&id, sizeof id);
+    if (in.byte() % 4)
+      id = std::abs(id % 13) - 1; // mostly near the table, some outside
+  }
+  moe_batch batch = {};
+  batch.num_tokens = T;
+  batch.x = x.data();
+  batch.token_ids = ids.data();
+  batch.group_offsets = groups.data();
+  batch.num_groups = int64_t(groups.size()) - 1;
+  std::vector<float> y(T * kHidden, 12345.0f);
+  int32_t status = c.layer->run(c.table.data(), batch, y.data());
+  bool requestGroups = c.spec.router.capacity.enabled &&
+                       c.spec.router.capacity.group ==
+                           frontend::CapacityGroupKind::Request;
+  if (corruptGroups && requestGroups && numGroups > 1) {
+    // Boundaries past T: rejected, or clamped by the generated code; never
+    // a crash. Nothing to compare with.
+    return 0;
+  }
+  if (status < 0) {
+    fprintf(stderr, "RunFuzzer: well-formed batch rejected (%d)\n", status);
+    abort();
+  }
+  // The reference routes on the compiled logits, so f32 rounding cannot
+  // flip near-ties between the two.
+  compiler::LayerABI abi = compiler::describeLayer(c.spec, "moe_layer");
+  compiler::RoutingBuffers routing(abi, T);
+  std::vector<void *> pointers = routing.pointers(abi);
+  if (c.layer->route(c.table.data(), batch, pointers.data()) < 0) {
+    fprintf(stderr, "RunFuzzer: route entry rejected a well-formed batch\n");
+    abort();
+  }
+  reference::Inputs ref;
+  ref.x = x.data();
+  if (!routing.logits.empty())
+    ref.logits = routing.logits.data();
+  ref.numTokens = T;
+  ref.tokenIds = ids.data();
+  if (requestGroups)
+    ref.groups = groups;
+  reference::Result want = reference::run(c.spec, c.weights, ref);
+  for (size_t i = 0; i < y.size(); ++i) {
+    float a = y[i], b = want.output[i];
+    bool ok = std::isnan(b) ? std::isnan(a)
+              : std::isinf(b)
+                  ? a == b
+                  : std::fabs(a - b) <= 1e-4f + 1e-3f * std::fabs(b);
+    if (!ok) {
+      fprintf(stderr, "RunFuzzer: element %zu: %g, reference %g\n", i, a, b);
+      abort();
+    }
+  }
+  return 0;
+}
