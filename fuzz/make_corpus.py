@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzzers (fuzz/corpus/NAME/), with the
-standard library only: tiny model directories packed in ImportFuzzer's
+standard library only (inputs named regression-* are fuzzer findings, kept): tiny model directories packed in ImportFuzzer's
 format (u32 length, config.json, model.safetensors), the IR examples, and
 a few runtime batches for RunFuzzer.
 
@@ -72,9 +72,13 @@ def models(rng):
 
 def main():
     rng = random.Random(7)
-    shutil.rmtree(OUT, ignore_errors=True)
+    # Generated seeds are rewritten; fuzzer findings (regression-*) stay.
     for name in ("Import", "Run", "IR"):
-        os.makedirs(os.path.join(OUT, name))
+        folder = os.path.join(OUT, name)
+        os.makedirs(folder, exist_ok=True)
+        for entry in os.listdir(folder):
+            if not entry.startswith("regression-"):
+                os.remove(os.path.join(folder, entry))
     for name, config, tensors in models(rng):
         text = json.dumps(config).encode()
         with open(os.path.join(OUT, "Import", name), "wb") as f:

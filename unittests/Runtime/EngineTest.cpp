@@ -186,6 +186,21 @@ TEST_F(CompiledMixtral, NaNAndInfTokens) {
   for (int64_t t : {0, 2, 5})
     for (int64_t c = 0; c < spec.hidden; ++c)
       EXPECT_TRUE(std::isfinite(y[t * spec.hidden + c]));
+  // Token 3's logits are +-inf: the softmax splits evenly between the +inf
+  // experts, as the reference defines, with no NaN weight (a fuzzer
+  // finding: exp(inf - inf) used to make them NaN).
+  moe_batch batch = {};
+  batch.num_tokens = T;
+  batch.x = x.data();
+  compiler::LayerABI abi = compiler::describeLayer(spec, "moe_layer");
+  compiler::RoutingBuffers routing(abi, T);
+  std::vector<void *> pointers = routing.pointers(abi);
+  layer->route(table, batch, pointers.data());
+  EXPECT_EQ(routing.indices, ref.indices);
+  for (size_t i = 0; i < ref.weights.size(); ++i)
+    EXPECT_NEAR(routing.weights[i], ref.weights[i], 1e-6) << "slot " << i;
+  for (int64_t j = 0; j < 2; ++j)
+    EXPECT_TRUE(std::isfinite(routing.weights[3 * 2 + j]));
 }
 
 TEST_F(CompiledMixtral, EmptyAndNegativeBatches) {

@@ -358,6 +358,18 @@ void parallelLoop2D(Emitter &em, Value ub0, Value ub1,
 
 /// Softmax of row `t` of `logits` over columns [0, n) into `out[0, n)`
 /// (f32), with NaN treated as -inf. An all -inf row gives all zeros.
+/// exp(l - maxv) for a softmax whose maximum is `maxv`, NaN-free: when
+/// the maximum is +inf, 1 for the +inf entries and 0 for the others (the
+/// limit the reference implementation defines).
+Value expShifted(Emitter &em, Value l, Value maxv) {
+  Value inf = em.f32(INFINITY);
+  Value maxInf = em.cmpf(arith::CmpFPredicate::OEQ, maxv, inf);
+  Value safeMax = em.select(maxInf, em.f32(0.0), maxv);
+  Value limit = em.select(em.cmpf(arith::CmpFPredicate::OEQ, l, inf),
+                          em.f32(1.0), em.f32(0.0));
+  return em.select(maxInf, limit, em.exp(em.sub(l, safeMax)));
+}
+
 void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
                     function_ref<void(Value, Value)> store) {
   Value zero = em.idx(0);
@@ -371,7 +383,7 @@ void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
   Value sum = em.loop(zero, n, ValueRange{em.f32(0.0)},
                       [&](Value e, ValueRange c) -> SmallVector<Value> {
                         Value l = em.sanitize(em.loadF(logits, {t, e}));
-                        Value x = em.exp(em.sub(l, maxv));
+                        Value x = expShifted(em, l, maxv);
                         em.store(x, out, {e});
                         return {em.add(c[0], x)};
                       })[0];
@@ -816,12 +828,15 @@ void emitTokenChoiceRoute(Emitter &em, RouterAttr router, Value logits,
       Value sum =
           em.loop(zero, slotsV, ValueRange{em.f32(0.0)},
                   [&](Value j, ValueRange c) -> SmallVector<Value> {
-                    Value x = em.exp(em.sub(em.load(weights, {t, j}), maxv));
+                    Value x = expShifted(em, em.load(weights, {t, j}), maxv);
                     em.store(x, weights, {t, j});
                     return {em.add(c[0], x)};
                   })[0];
+      // All selected logits -inf (or no slot): every weight is 0.
+      Value inv = em.select(em.gt(sum, em.f32(0.0)), em.div(em.f32(1.0), sum),
+                            em.f32(0.0));
       em.loop(zero, slotsV, [&](Value j) {
-        em.store(em.div(em.load(weights, {t, j}), sum), weights, {t, j});
+        em.store(em.mul(em.load(weights, {t, j}), inv), weights, {t, j});
       });
     } else if (router.getRenormalize()) {
       Value sum = carried[0];
@@ -2242,15 +2257,17 @@ Value lowerZLoss(ImplicitLocOpBuilder &b, ZLossOp op) {
                                Value l = em.sanitize(em.loadF(logits, {t, e}));
                                return {em.select(em.gt(l, cc[0]), l, cc[0])};
                              })[0];
-        Value finite =
-            em.cmpf(arith::CmpFPredicate::ONE, maxv, em.f32(-INFINITY));
-        maxv = em.select(finite, maxv, em.f32(0.0));
+        // An infinite maximum is the log-sum-exp itself.
+        Value infinite =
+            em.cmpf(arith::CmpFPredicate::OEQ, math::AbsFOp::create(b, maxv),
+                    em.f32(INFINITY));
+        Value shift = em.select(infinite, em.f32(0.0), maxv);
         Value s = em.loop(zero, numCols, ValueRange{em.f32(0.0)},
                           [&](Value e, ValueRange cc) -> SmallVector<Value> {
                             Value l = em.sanitize(em.loadF(logits, {t, e}));
-                            return {em.add(cc[0], em.exp(em.sub(l, maxv)))};
+                            return {em.add(cc[0], em.exp(em.sub(l, shift)))};
                           })[0];
-        Value lse = em.add(maxv, em.log(s));
+        Value lse = em.select(infinite, maxv, em.add(shift, em.log(s)));
         return {em.add(c[0], em.mul(lse, lse))};
       })[0];
   Value n = arith::UIToFPOp::create(b, b.getF32Type(), em.toI64(numTokens));
