@@ -50,19 +50,6 @@ llvm::Error makeError(const llvm::Twine &message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), message);
 }
 
-/// Collects the diagnostics emitted while it lives, "location: message"
-/// per line, for error messages.
-struct DiagnosticCollector {
-  explicit DiagnosticCollector(MLIRContext *ctx)
-      : stream(text), handler(ctx, [this](Diagnostic &diag) {
-          stream << diag.getLocation() << ": " << diag << "\n";
-          return success();
-        }) {}
-  std::string text;
-  llvm::raw_string_ostream stream;
-  ScopedDiagnosticHandler handler;
-};
-
 void registerPassesOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -389,8 +376,8 @@ llvm::Error addEntryWrappers(ModuleOp module, ArrayRef<LayerABI> layers,
   for (const LayerABI &abi : layers) {
     if (!module.lookupSymbol(abi.symbol + "__forward") &&
         !module.lookupSymbol(abi.symbol + "__route"))
-      return makeError("lowered module has no entry of layer '" +
-                       abi.symbol + "'");
+      return makeError("lowered module has no entry of layer '" + abi.symbol +
+                       "'");
     for (bool route : {false, true}) {
       // A module may hold one of the two entries (LayerEntries).
       std::string inner = abi.symbol + (route ? "__route" : "__forward");
@@ -407,6 +394,12 @@ llvm::Error addEntryWrappers(ModuleOp module, ArrayRef<LayerABI> layers,
 }
 
 } // namespace
+
+DiagnosticCollector::DiagnosticCollector(MLIRContext *ctx)
+    : stream(text), handler(ctx, [this](Diagnostic &diag) {
+        stream << diag.getLocation() << ": " << diag << "\n";
+        return success();
+      }) {}
 
 llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
@@ -433,18 +426,15 @@ llvm::Error mlir::moe::compiler::lowerToLLVMForNVPTX(ModuleOp module,
   registerPassesOnce();
   MLIRContext *ctx = module.getContext();
   DiagnosticCollector diagnostics(ctx);
-  if (chip != "sm_80" && chip != "sm_90")
-    return makeError("unsupported GPU architecture '" + chip +
-                     "' (sm_80 or sm_90)");
   std::string toolkit = findCUDAToolkit();
   if (toolkit.empty())
-    return makeError("the CUDA toolkit (bin/ptxas and nvvm/libdevice) was "
-                     "not found: set MOE_CUDA_TOOLKIT or CUDA_HOME, or put ptxas on PATH");
+    return makeError(
+        "the CUDA toolkit (bin/ptxas and nvvm/libdevice) was "
+        "not found: set MOE_CUDA_TOOLKIT or CUDA_HOME, or put ptxas on PATH");
   PassManager pm(ctx, ModuleOp::getOperationName());
   std::string pipelineErrors;
   llvm::raw_string_ostream errors(pipelineErrors);
-  if (failed(parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit), pm,
-                               errors)))
+  if (failed(buildMoENVPTXPipeline(pm, chip, format, toolkit, errors)))
     return makeError("cannot build the moe NVPTX pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
     return makeError("lowering failed:\n" + diagnostics.text);
@@ -463,10 +453,6 @@ mlir::moe::compiler::getDeviceBinary(ModuleOp module) {
   if (binary.empty())
     return makeError("the module holds no device code");
   return binary;
-}
-
-llvm::StringRef mlir::moe::compiler::getCUDARuntimeArchive() {
-  return MOE_CUDA_RUNTIME_DIR "/libmoe_cuda_runtime.a";
 }
 
 llvm::StringRef mlir::moe::compiler::getCUDARuntimeLibrary() {

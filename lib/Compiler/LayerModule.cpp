@@ -42,6 +42,15 @@ bool usesGroups(const LayerSpec &spec, CapacityGroupKind kind) {
 
 } // namespace
 
+int64_t mlir::moe::compiler::numElements(const EntryArg &arg, int64_t tokens) {
+  int64_t n = 1;
+  for (const DimSpec &dim : arg.shape)
+    n *= dim.kind == DimSpec::Tokens            ? tokens
+         : dim.kind == DimSpec::GroupBoundaries ? 1
+                                                : dim.extent;
+  return n;
+}
+
 LayerABI mlir::moe::compiler::describeLayer(const LayerSpec &spec,
                                             StringRef symbol) {
   LayerABI abi;
@@ -774,12 +783,8 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
     os << "} " << abi.symbol << "_weights;\n";
     os << "/* Elements of each NAME_weights field, in order (all 4-byte). */\n"
        << "static const int64_t " << abi.symbol << "_weight_elements[] = {";
-    for (auto [i, w] : llvm::enumerate(abi.weights)) {
-      int64_t n = 1;
-      for (const DimSpec &dim : w.shape)
-        n *= dim.extent;
-      os << (i ? ", " : "") << n;
-    }
+    for (auto [i, w] : llvm::enumerate(abi.weights))
+      os << (i ? ", " : "") << numElements(w);
     os << "};\n#define " << llvm::StringRef(abi.symbol).upper() << "_HIDDEN "
        << s.hidden << "\n\n";
     os << "typedef struct " << abi.symbol << "_routing {\n";

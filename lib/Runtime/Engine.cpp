@@ -6,7 +6,6 @@
 #include "moe/Compiler/LayerModule.h"
 #include "moe/Frontend/ModelImport.h"
 
-#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 
@@ -30,6 +29,7 @@ constexpr const char *kSymbol = "moe_layer";
 /// call, on its first use.
 struct Kernel {
   frontend::LayerSpec spec;
+  std::vector<WeightInfo> weights;
   /// Compiled from MLIR text: no route entry.
   bool fromText = false;
   std::string targetCPU;
@@ -40,40 +40,61 @@ struct Kernel {
   std::mutex routeMutex;
 };
 
+/// A context for one compile. No thread pool: compiles are serialized by
+/// the engine, and each context would otherwise start its own workers.
+std::unique_ptr<MLIRContext> compileContext() {
+  DialectRegistry registry;
+  compiler::registerCompilerDialects(registry);
+  return std::make_unique<MLIRContext>(registry,
+                                       MLIRContext::Threading::DISABLED);
+}
+
+/// Lowers `module` (layer `abi`'s entries) for `kernel`'s target,
+/// JIT-compiles it into `jit` and returns the address of `symbol`.
+llvm::Expected<void *> jitCompile(ModuleOp module,
+                                  const compiler::LayerABI &abi,
+                                  const Kernel &kernel, StringRef symbol,
+                                  std::unique_ptr<compiler::JitModule> &jit) {
+  if (llvm::Error e =
+          compiler::lowerToLLVM(module, {abi}, kernel.cachingAllocator))
+    return std::move(e);
+  compiler::CodegenOptions codegen;
+  codegen.targetCPU = kernel.targetCPU;
+  auto created = compiler::JitModule::create(module, codegen);
+  if (!created)
+    return created.takeError();
+  jit = std::move(*created);
+  return jit->lookup(symbol);
+}
+
 /// JIT-compiles one entry of `kernel`'s layer into `jit`; returns its
 /// address.
 llvm::Expected<void *> compileEntry(Kernel &kernel,
                                     compiler::LayerEntries entry,
                                     std::unique_ptr<compiler::JitModule> &jit) {
-  DialectRegistry registry;
-  compiler::registerCompilerDialects(registry);
-  // No thread pool per compile: compiles are serialized by the engine, and
-  // each context would otherwise start its own workers.
-  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
+  std::unique_ptr<MLIRContext> context = compileContext();
   compiler::LayerABI abi = compiler::describeLayer(kernel.spec, kSymbol);
   OwningOpRef<ModuleOp> module =
-      compiler::buildLayerModule(&context, {abi}, entry);
-  if (llvm::Error e =
-          compiler::lowerToLLVM(*module, {abi}, kernel.cachingAllocator))
-    return std::move(e);
-  compiler::CodegenOptions codegen;
-  codegen.targetCPU = kernel.targetCPU;
-  auto created = compiler::JitModule::create(*module, codegen);
-  if (!created)
-    return created.takeError();
-  jit = std::move(*created);
+      compiler::buildLayerModule(context.get(), {abi}, entry);
   std::string symbol = kSymbol;
   if (entry == compiler::LayerEntries::Route)
     symbol += "_route";
-  return jit->lookup(symbol);
+  return jitCompile(*module, abi, kernel, symbol, jit);
+}
+
+/// The weights layer `abi` takes.
+std::vector<WeightInfo> weightInfos(const compiler::LayerABI &abi) {
+  std::vector<WeightInfo> infos;
+  for (const compiler::EntryArg &w : abi.weights)
+    infos.push_back({w.name, w.ctype, compiler::numElements(w)});
+  return infos;
 }
 
 } // namespace
 
 struct CompiledLayer::Impl {
   std::shared_ptr<Kernel> kernel;
-  frontend::LayerSpec spec;
-  std::vector<WeightInfo> weights;
+  frontend::LayerSpec spec; ///< as asked for (name and index included)
   std::shared_ptr<frontend::LayerWeights> modelWeights;
   std::vector<const void *> modelPointers;
 };
@@ -85,7 +106,7 @@ CompiledLayer::~CompiledLayer() = default;
 const frontend::LayerSpec &CompiledLayer::spec() const { return impl->spec; }
 
 const std::vector<WeightInfo> &CompiledLayer::weights() const {
-  return impl->weights;
+  return impl->kernel->weights;
 }
 
 int32_t CompiledLayer::run(const void *const *weights, const moe_batch &batch,
@@ -166,6 +187,7 @@ struct Engine::Impl {
     auto start = std::chrono::steady_clock::now();
     auto kernel = std::make_shared<Kernel>();
     kernel->spec = spec;
+    kernel->weights = weightInfos(compiler::describeLayer(spec, kSymbol));
     kernel->targetCPU = options.targetCPU;
     kernel->cachingAllocator = options.cachingAllocator;
     auto forward = compileEntry(*kernel, compiler::LayerEntries::Forward,
@@ -195,43 +217,29 @@ std::shared_ptr<CompiledLayer> Engine::compileMLIR(const std::string &text,
   std::string key = "mlir:" + text + " @" + impl->options.targetCPU;
   std::lock_guard<std::mutex> lock(impl->mutex);
   std::shared_ptr<Kernel> kernel;
-  compiler::LayerABI abi;
   auto it = impl->cache.find(key);
-  auto start = std::chrono::steady_clock::now();
-  // Parsed even on a cache hit: the ABI (weights) comes from the text.
-  DialectRegistry registry;
-  compiler::registerCompilerDialects(registry);
-  MLIRContext context(registry, MLIRContext::Threading::DISABLED);
-  std::string diagnostics;
-  llvm::raw_string_ostream os(diagnostics);
-  ScopedDiagnosticHandler handler(&context, [&](Diagnostic &diag) {
-    os << diag.getLocation() << ": " << diag << "\n";
-    return success();
-  });
-  OwningOpRef<ModuleOp> module = parseSourceString<ModuleOp>(text, &context);
-  if (!module)
-    return fail("cannot parse the MLIR text:\n" + diagnostics);
-  auto wrapped = compiler::wrapLayerFunction(*module, kSymbol);
-  if (!wrapped)
-    return fail(llvm::toString(wrapped.takeError()));
-  abi = std::move(*wrapped);
   if (it != impl->cache.end()) {
     ++impl->hits;
     kernel = it->second;
   } else {
+    auto start = std::chrono::steady_clock::now();
+    std::unique_ptr<MLIRContext> context = compileContext();
+    compiler::DiagnosticCollector diagnostics(context.get());
+    OwningOpRef<ModuleOp> module =
+        parseSourceString<ModuleOp>(text, context.get());
+    if (!module)
+      return fail("cannot parse the MLIR text:\n" + diagnostics.text);
+    auto abi = compiler::wrapLayerFunction(*module, kSymbol);
+    if (!abi)
+      return fail(llvm::toString(abi.takeError()));
     kernel = std::make_shared<Kernel>();
-    kernel->spec = abi.spec;
+    kernel->spec = abi->spec;
+    kernel->weights = weightInfos(*abi);
     kernel->fromText = true;
-    if (llvm::Error e = compiler::lowerToLLVM(*module, {abi},
-                                              impl->options.cachingAllocator))
-      return fail(llvm::toString(std::move(e)));
-    compiler::CodegenOptions codegen;
-    codegen.targetCPU = impl->options.targetCPU;
-    auto created = compiler::JitModule::create(*module, codegen);
-    if (!created)
-      return fail(llvm::toString(created.takeError()));
-    kernel->forwardJit = std::move(*created);
-    auto forward = kernel->forwardJit->lookup(kSymbol);
+    kernel->targetCPU = impl->options.targetCPU;
+    kernel->cachingAllocator = impl->options.cachingAllocator;
+    auto forward =
+        jitCompile(*module, *abi, *kernel, kSymbol, kernel->forwardJit);
     if (!forward)
       return fail(llvm::toString(forward.takeError()));
     kernel->forward = reinterpret_cast<compiler::ForwardFn>(*forward);
@@ -242,14 +250,8 @@ std::shared_ptr<CompiledLayer> Engine::compileMLIR(const std::string &text,
     impl->cache[key] = kernel;
   }
   auto layer = std::make_unique<CompiledLayer::Impl>();
+  layer->spec = kernel->spec;
   layer->kernel = std::move(kernel);
-  layer->spec = abi.spec;
-  for (const compiler::EntryArg &w : abi.weights) {
-    int64_t n = 1;
-    for (const compiler::DimSpec &dim : w.shape)
-      n *= dim.extent;
-    layer->weights.push_back({w.name, w.ctype, n});
-  }
   return std::shared_ptr<CompiledLayer>(new CompiledLayer(std::move(layer)));
 }
 
@@ -277,18 +279,6 @@ std::string validate(const frontend::LayerSpec &spec) {
   return "";
 }
 
-std::vector<WeightInfo> weightInfos(const frontend::LayerSpec &spec) {
-  compiler::LayerABI abi = compiler::describeLayer(spec, kSymbol);
-  std::vector<WeightInfo> infos;
-  for (const compiler::EntryArg &w : abi.weights) {
-    int64_t n = 1;
-    for (const compiler::DimSpec &dim : w.shape)
-      n *= dim.extent;
-    infos.push_back({w.name, w.ctype, n});
-  }
-  return infos;
-}
-
 } // namespace
 
 std::shared_ptr<CompiledLayer> Engine::compile(const frontend::LayerSpec &spec,
@@ -308,7 +298,6 @@ std::shared_ptr<CompiledLayer> Engine::compile(const frontend::LayerSpec &spec,
   auto layer = std::make_unique<CompiledLayer::Impl>();
   layer->kernel = std::move(kernel);
   layer->spec = spec;
-  layer->weights = weightInfos(spec);
   return std::shared_ptr<CompiledLayer>(new CompiledLayer(std::move(layer)));
 }
 

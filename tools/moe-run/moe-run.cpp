@@ -137,13 +137,6 @@ struct DeviceBuffer {
   size_t bytes = 0;
 };
 
-int64_t elementsOf(const EntryArg &arg, int64_t tokens) {
-  int64_t n = 1;
-  for (const DimSpec &dim : arg.shape)
-    n *= dim.kind == DimSpec::Tokens ? tokens : dim.extent;
-  return n;
-}
-
 LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
                      ForwardFn forward, RouteFn route) {
   std::vector<const void *> host = getWeightPointers(abi, w);
@@ -203,7 +196,7 @@ LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
             std::vector<void *> pointers;
             for (const EntryArg &field : abi.routing) {
               outs.emplace_back(nullptr,
-                                elementsOf(field, batch.num_tokens) * 4);
+                                numElements(field, batch.num_tokens) * 4);
               pointers.push_back(outs.back().data);
             }
             int32_t status = route(table->data(), &d, pointers.data());

@@ -6,6 +6,7 @@
 #include "moe/Compiler/LayerModule.h"
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
@@ -20,6 +21,15 @@ class DialectRegistry;
 } // namespace mlir
 
 namespace mlir::moe::compiler {
+
+/// Collects the diagnostics emitted in `ctx` while it lives, one
+/// "location: message" line each, for error messages.
+struct DiagnosticCollector {
+  explicit DiagnosticCollector(MLIRContext *ctx);
+  std::string text;
+  llvm::raw_string_ostream stream;
+  ScopedDiagnosticHandler handler;
+};
 
 /// Registers every dialect, interface and translation the compiler uses.
 void registerCompilerDialects(DialectRegistry &registry);
@@ -51,9 +61,8 @@ llvm::Error lowerToLLVMForNVPTX(ModuleOp module,
 /// for format isa, the cubin or fatbin bytes otherwise.
 llvm::Expected<std::string> getDeviceBinary(ModuleOp module);
 
-/// libmoe_cuda_runtime: the static archive for linking programs, the shared
-/// library for the JIT, and their directory.
-llvm::StringRef getCUDARuntimeArchive();
+/// libmoe_cuda_runtime, the shared library (for the JIT and for linking
+/// shared objects), and its directory.
 llvm::StringRef getCUDARuntimeLibrary();
 llvm::StringRef getCUDARuntimeLibraryDir();
 
@@ -108,8 +117,8 @@ struct MoEBatch {
   const int32_t *group_offsets;
   int64_t num_groups;
 };
-using ForwardFn = int32_t (*)(const void *const *weights,
-                              const MoEBatch *batch, float *y);
+using ForwardFn = int32_t (*)(const void *const *weights, const MoEBatch *batch,
+                              float *y);
 using RouteFn = int32_t (*)(const void *const *weights, const MoEBatch *batch,
                             void *const *routing);
 

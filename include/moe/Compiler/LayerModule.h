@@ -29,13 +29,13 @@ namespace mlir::moe::compiler {
 
 /// Where one argument of an entry's inner function comes from.
 enum class ArgSource {
-  BatchX,        ///< moe_batch.x: [T, d]
-  BatchTokenIds, ///< moe_batch.token_ids: [T] i64
-  BatchGroups,   ///< moe_batch.group_offsets: [G + 1] i32
+  BatchX,         ///< moe_batch.x: [T, d]
+  BatchTokenIds,  ///< moe_batch.token_ids: [T] i64
+  BatchGroups,    ///< moe_batch.group_offsets: [G + 1] i32
   SequenceLength, ///< moe_batch.sequence_length, as an index scalar
-  Weight,        ///< field `field` of NAME_weights
-  Output,        ///< the `y` pointer: [T, d]
-  Routing,       ///< field `field` of NAME_routing
+  Weight,         ///< field `field` of NAME_weights
+  Output,         ///< the `y` pointer: [T, d]
+  Routing,        ///< field `field` of NAME_routing
 };
 
 /// One dimension of a buffer argument: a static extent, the token count T,
@@ -48,23 +48,27 @@ struct DimSpec {
 struct EntryArg {
   ArgSource source;
   int field = 0;
-  std::string name;   ///< the C field name (weights/routing)
-  std::string ctype;  ///< element C type: float, int32_t, int64_t
+  std::string name;  ///< the C field name (weights/routing)
+  std::string ctype; ///< element C type: float, int32_t, int64_t
   std::vector<DimSpec> shape;
 };
 
 /// The C-facing description of one layer's entries.
 struct LayerABI {
-  std::string symbol;   ///< NAME
+  std::string symbol; ///< NAME
   frontend::LayerSpec spec;
-  std::vector<EntryArg> weights;      ///< NAME_weights fields, in order
-  std::vector<EntryArg> routing;      ///< NAME_routing fields, in order
-  std::vector<EntryArg> forwardArgs;  ///< inner forward function arguments
-  std::vector<EntryArg> routeArgs;    ///< inner route function arguments
+  std::vector<EntryArg> weights;     ///< NAME_weights fields, in order
+  std::vector<EntryArg> routing;     ///< NAME_routing fields, in order
+  std::vector<EntryArg> forwardArgs; ///< inner forward function arguments
+  std::vector<EntryArg> routeArgs;   ///< inner route function arguments
   bool needsTokenIds = false;
   bool needsSequenceLength = false;
   bool needsGroups = false;
 };
+
+/// Elements of a buffer argument, its token dimensions counted as `tokens`
+/// (group-boundary dimensions are not supported and count 1).
+int64_t numElements(const EntryArg &arg, int64_t tokens = 0);
 
 /// Builds the ABI description of `spec` under C symbol `symbol`.
 LayerABI describeLayer(const frontend::LayerSpec &spec, llvm::StringRef symbol);
@@ -83,13 +87,12 @@ enum class LayerEntries { Both, Forward, Route };
 
 /// Builds a module holding `NAME__forward` and `NAME__route` (buffer
 /// arguments, i32 status result) for every layer, or only one of them.
-OwningOpRef<ModuleOp> buildLayerModule(MLIRContext *ctx,
-                                       llvm::ArrayRef<LayerABI> layers,
-                                       LayerEntries entries = LayerEntries::Both);
+OwningOpRef<ModuleOp>
+buildLayerModule(MLIRContext *ctx, llvm::ArrayRef<LayerABI> layers,
+                 LayerEntries entries = LayerEntries::Both);
 
 /// The C header text declaring the entries of `layers`.
-std::string emitCHeader(llvm::ArrayRef<LayerABI> layers,
-                        llvm::StringRef guard);
+std::string emitCHeader(llvm::ArrayRef<LayerABI> layers, llvm::StringRef guard);
 
 /// The array behind weight field `name` ("gate", "w1", ...): its data and
 /// element count (f32, or i32 for "hash_table").
@@ -115,7 +118,7 @@ struct RoutingBuffers {
 /// Status codes returned by the entries (also in the generated header).
 enum Status : int32_t {
   StatusOk = 0,
-  StatusNaNLogits = 1,        ///< bit: some router logit was NaN (-inf)
+  StatusNaNLogits = 1,         ///< bit: some router logit was NaN (-inf)
   StatusTokenIdOutOfRange = 2, ///< bit: a hash token id was outside the table
   StatusNullPointer = -1,
   StatusBadShape = -2,

@@ -12,6 +12,13 @@
 
 using namespace mlir;
 
+/// Bufferization of the functions on tensors both pipelines produce, with
+/// buffer deallocation.
+constexpr const char *kBufferize =
+    "one-shot-bufferize{bufferize-function-boundaries "
+    "function-boundary-type-conversion=identity-layout-map},"
+    "buffer-deallocation-pipeline,";
+
 std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
@@ -21,10 +28,8 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp) {
   return std::string("moe-expand-layer,"
                      "moe-lower-to-loops,"
                      "moe-approximate-vector-math,"
-                     "canonicalize,cse,"
-                     "one-shot-bufferize{bufferize-function-boundaries "
-                     "function-boundary-type-conversion=identity-layout-map},"
-                     "buffer-deallocation-pipeline,") +
+                     "canonicalize,cse,") +
+         kBufferize +
          (openmp ? "convert-scf-to-openmp,moe-inline-alloca-scopes," : "") +
          std::string("convert-linalg-to-loops,"
                      "convert-scf-to-cf,"
@@ -75,58 +80,55 @@ std::string mlir::moe::getMoENVPTXPipeline(llvm::StringRef chip,
   // lowest version every supported chip accepts (LLVM's default, 6.0,
   // aborts for sm_90). Host code reaches the device through the mgpu*
   // runtime functions (runtime/cuda).
-  return (llvm::Twine("moe-expand-layer,"
-                      "moe-lower-to-loops{gpu},"
-                      "canonicalize,cse,"
-                      "one-shot-bufferize{bufferize-function-boundaries "
-                      "function-boundary-type-conversion=identity-layout-map},"
-                      "buffer-deallocation-pipeline,"
-                      "convert-linalg-to-parallel-loops,"
-                      "canonicalize,"
-                      "moe-offload-to-gpu,"
-                      "gpu-kernel-outlining,"
-                      "moe-merge-gpu-modules,"
-                      "func.func(gpu-async-region),"
-                      "convert-scf-to-cf,"
-                      "convert-nvvm-to-llvm,"
-                      "convert-func-to-llvm,"
-                      "expand-strided-metadata,"
-                      "nvvm-attach-target{O=3 chip=") +
-          chip +
-          " features=+ptx80},"
-          "lower-affine,"
-          "convert-arith-to-llvm,"
-          "convert-index-to-llvm,"
-          "canonicalize,cse,"
-          "gpu.module(convert-gpu-to-nvvm,canonicalize,cse,"
-          "reconcile-unrealized-casts),"
-          "gpu-to-llvm,"
-          "gpu-module-to-binary{format=" +
-          format + (toolkit.empty() ? "" : " toolkit=") + toolkit +
-          "},"
-          "convert-math-to-llvm,"
-          "finalize-memref-to-llvm,"
-          "canonicalize,cse,"
-          "reconcile-unrealized-casts")
-      .str();
+  return std::string("moe-expand-layer,"
+                     "moe-lower-to-loops{gpu},"
+                     "canonicalize,cse,") +
+         kBufferize +
+         "convert-linalg-to-parallel-loops,"
+         "canonicalize,"
+         "moe-offload-to-gpu,"
+         "gpu-kernel-outlining,"
+         "moe-merge-gpu-modules,"
+         "func.func(gpu-async-region),"
+         "convert-scf-to-cf,"
+         "convert-nvvm-to-llvm,"
+         "convert-func-to-llvm,"
+         "expand-strided-metadata,"
+         "nvvm-attach-target{O=3 chip=" +
+         chip.str() +
+         " features=+ptx80},"
+         "lower-affine,"
+         "convert-arith-to-llvm,"
+         "convert-index-to-llvm,"
+         "canonicalize,cse,"
+         "gpu.module(convert-gpu-to-nvvm,canonicalize,cse,"
+         "reconcile-unrealized-casts),"
+         "gpu-to-llvm,"
+         "gpu-module-to-binary{format=" +
+         format.str() + (toolkit.empty() ? "" : " toolkit=" + toolkit.str()) +
+         "},"
+         "convert-math-to-llvm,"
+         "finalize-memref-to-llvm,"
+         "canonicalize,cse,"
+         "reconcile-unrealized-casts";
 }
 
 LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
                                                llvm::StringRef chip,
                                                llvm::StringRef format,
-                                               llvm::StringRef toolkit) {
+                                               llvm::StringRef toolkit,
+                                               llvm::raw_ostream &errors) {
   if (chip != "sm_80" && chip != "sm_90")
-    return llvm::errs() << "moe-nvptx-pipeline: chip must be sm_80 or sm_90, "
-                           "not '"
-                        << chip << "'\n",
+    return errors << "moe-nvptx-pipeline: chip must be sm_80 or sm_90, not '"
+                  << chip << "'\n",
            failure();
   if (format != "isa" && format != "bin" && format != "fatbin")
-    return llvm::errs() << "moe-nvptx-pipeline: format must be isa, bin or "
-                           "fatbin, not '"
-                        << format << "'\n",
+    return errors << "moe-nvptx-pipeline: format must be isa, bin or "
+                     "fatbin, not '"
+                  << format << "'\n",
            failure();
   return parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit), pm,
-                           llvm::errs());
+                           errors);
 }
 
 LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,

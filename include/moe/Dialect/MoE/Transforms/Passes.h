@@ -58,12 +58,12 @@ std::string getMoENVPTXPipeline(llvm::StringRef chip, llvm::StringRef format,
 /// /usr/local/cuda; empty when none is found.
 std::string findCUDAToolkit();
 
-/// Adds the NVPTX pipeline to `pm` (anchored on builtin.module); fails on
-/// an unknown chip or format.
-llvm::LogicalResult buildMoENVPTXPipeline(OpPassManager &pm,
-                                          llvm::StringRef chip,
-                                          llvm::StringRef format,
-                                          llvm::StringRef toolkit = "");
+/// Adds the NVPTX pipeline to `pm` (anchored on builtin.module); fails,
+/// saying why on `errors`, on an unknown chip or format.
+llvm::LogicalResult
+buildMoENVPTXPipeline(OpPassManager &pm, llvm::StringRef chip,
+                      llvm::StringRef format, llvm::StringRef toolkit = "",
+                      llvm::raw_ostream &errors = llvm::errs());
 
 /// Builds the body of a private function declared by
 /// `--moe-lower-to-loops=gpu` with a `moe.gpu_launcher` configuration:
