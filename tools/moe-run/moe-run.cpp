@@ -504,6 +504,8 @@ int main(int argc, char **argv) {
   if (device != "cpu" && device != "cuda")
     fail("--device must be cpu or cuda, not '" + device + "'");
   std::string chip = chipOpt;
+  if (!chip.empty() && chip != "sm_80" && chip != "sm_90")
+    fail("--chip must be sm_80 or sm_90, not '" + chip + "'");
   if (onGPU()) {
     int capability = 0;
     if (moe_cuda_device_count() == 0) {

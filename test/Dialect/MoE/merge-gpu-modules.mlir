@@ -1,4 +1,4 @@
-// RUN: moe-opt %s --moe-merge-gpu-modules | FileCheck %s
+// RUN: moe-opt %s --moe-merge-gpu-modules --split-input-file --verify-diagnostics --allow-unregistered-dialect | FileCheck %s
 
 // Outlined kernels that share a function name end up in one gpu.module,
 // renamed apart, and every launch follows its kernel.
@@ -28,5 +28,20 @@ module attributes {gpu.container_module} {
     gpu.launch_func @k_0::@k blocks in (%c1, %c1, %c1) threads in (%c1, %c1, %c1)
     gpu.launch_func @k::@k blocks in (%c1, %c1, %c1) threads in (%c1, %c1, %c1)
     return
+  }
+}
+
+// -----
+
+// Only symbols can move: anything else in a kernel module is an error.
+module attributes {gpu.container_module} {
+  gpu.module @k {
+    gpu.func @k() kernel {
+      gpu.return
+    }
+  }
+  // expected-error @below {{holds an op without a symbol name: cannot merge}}
+  gpu.module @k_0 {
+    "test.unregistered"() : () -> ()
   }
 }
