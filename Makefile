@@ -3,15 +3,18 @@
 #              example model (EXAMPLE_MODEL), printing the expert load
 #   make test  set up, build, and run every test suite
 #   make docs  refresh the committed reference docs from ODS
+#   make test-sanitizers
+#              the same suite on an ASan + UBSan build (SANITIZE_BUILD)
 
 BUILD ?= build
+SANITIZE_BUILD ?= build-sanitize
 LLVM_PREFIX ?= /usr/lib/llvm-22
 # The default example: a two-layer Mixtral-style model (Hugging Face layout)
 # with its expected outputs.
 EXAMPLE_MODEL ?= testdata/golden/mixtral_t33_2layers
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build run test docs clean
+.PHONY: all setup configure build run test test-sanitizers docs clean
 
 all: build
 
@@ -38,8 +41,13 @@ run: build
 test: build
 	@scripts/run-tests.sh $(BUILD)
 
+test-sanitizers: setup
+	@$(MAKE) --no-print-directory BUILD=$(SANITIZE_BUILD) \
+	  CMAKE_FLAGS="-DMOE_SANITIZE=ON $(CMAKE_FLAGS)" build
+	@scripts/run-tests.sh $(SANITIZE_BUILD)
+
 docs: build
 	cp $(BUILD)/docs/MoE/*.md docs/reference/
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(SANITIZE_BUILD)

@@ -9,7 +9,7 @@
 # python3 fuzz/make_corpus.py), keeps what it learns in build-fuzz/corpus-NAME,
 # and stops after SECONDS; a crash, sanitizer report or failed check leaves
 # build-fuzz/crash-NAME-* and a nonzero status. Needs libclang-rt-22-dev
-# (scripts/setup.sh --fuzz installs it).
+# (scripts/setup.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llvm=/usr/lib/llvm-22
@@ -31,7 +31,8 @@ case "${1:-}" in
     mkdir -p build-fuzz/corpus-$name
     # LLVM's and MLIR's process-wide singletons are never freed: no leak
     # checking. The fuzzers run in one process (-fork would lose the JIT).
-    ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+    ASAN_OPTIONS=detect_leaks=0:allow_user_poisoning=0 \
+    UBSAN_OPTIONS=print_stacktrace=1 \
       build-fuzz/bin/moe-fuzz-$name -max_total_time="$seconds" \
       -max_len=8192 -print_final_stats=1 \
       -artifact_prefix=build-fuzz/crash-$name- \

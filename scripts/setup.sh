@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages moe-mlir needs (with --bench, also those of
-# the benchmark baselines; with --fuzz, the sanitizer runtimes), only those
-# that are missing,
+# the benchmark baselines), only those that are missing,
 # so a second run costs a few dpkg queries.
 set -euo pipefail
 
@@ -9,17 +8,17 @@ packages=(
   cmake ninja-build ccache python3
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools clang-22 lld-22
   libomp-22-dev libgtest-dev
+  # clang's sanitizer and libFuzzer runtimes: test/aot/asan.test, make
+  # test-sanitizers, scripts/fuzz.sh, the TSan command of docs/embedding.md
+  libclang-rt-22-dev
 )
 # `setup.sh --bench` adds the baselines of bench/run.sh: oneDNN, PyTorch
 # (Debian's python3-torch) and OpenBLAS as the system BLAS it calls.
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(libdnnl-dev python3-torch libopenblas0-pthread)
 fi
-# `setup.sh --fuzz` adds clang's sanitizer and libFuzzer runtimes
-# (scripts/fuzz.sh, the ThreadSanitizer command of docs/embedding.md).
-if [[ "${1:-}" == "--fuzz" ]]; then
-  packages+=(libclang-rt-22-dev)
-fi
+# (`setup.sh --fuzz`, which earlier versions needed for the sanitizer
+# runtimes, is still accepted and installs the same as a plain run.)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -3,8 +3,12 @@
 
 import os
 import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 import lit.formats
+from sanitizers import sanitizer_environment
 from lit.llvm import llvm_config
 from lit.llvm.subst import ToolSubst
 
@@ -37,9 +41,18 @@ llvm_config.add_tool_substitutions(tools, tool_dirs)
 # A C compiler driver for the tests that build C programs against the
 # headers moe-compile generates.
 c_compiler = shutil.which("clang-22") or shutil.which("cc")
+c_flags = ""
+if config.moe_sanitize:
+    # The sanitizer build: the C programs run under ASan + UBSan too (they
+    # link the instrumented runtime libraries).
+    config.available_features.add("sanitizers")
+    c_flags = "-fsanitize=address,undefined -fno-sanitize-recover=all"
 if c_compiler:
     config.available_features.add("c-compiler")
-    config.substitutions.append(("%cc", c_compiler))
+    config.substitutions.append(("%cc_flags", c_flags))
+    config.substitutions.append(("%cc_path", c_compiler))
+    config.substitutions.append(("%cc", (c_compiler + " " + c_flags).strip()))
+config.environment.update(sanitizer_environment(config))
 # What a program linking moe-compile's objects adds: the OpenMP runtime the
 # generated parallel loops call.
 config.substitutions.append(

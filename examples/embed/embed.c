@@ -101,5 +101,8 @@ int main(int argc, char **argv) {
   moe_layer_release(custom);
   moe_layer_release(layer);
   moe_engine_destroy(engine);
+  for (int64_t i = 0; i < n; ++i)
+    free((void *)table[i]);
+  free(table), free(cx), free(cy), free(x), free(y), free(one);
   return mismatches || !finite;
 }

@@ -22,14 +22,17 @@
 
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
+#include "llvm/IR/PassManager.h"
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/Transforms/Instrumentation/AddressSanitizer.h"
 
 #include <mutex>
 
@@ -253,8 +256,10 @@ private:
 /// the kernel on free, so without the cache every call of a layer paid page
 /// faults on fresh memory for its temporaries (8x the run time of a
 /// 1024-token OLMoE-sized layer here). The cache keeps at most 4 blocks per
-/// class for the life of the process. The functions are internal to each
-/// module, so several compiled objects link together.
+/// class while the code is loaded: a global destructor frees them when the
+/// program exits, the shared object is unloaded or the JIT engine holding
+/// the code is destroyed. The functions are internal to each module, so
+/// several compiled objects link together.
 constexpr llvm::StringLiteral kCachingAllocator = R"mlir(
 llvm.func @malloc(i64) -> !llvm.ptr
 llvm.func @free(!llvm.ptr)
@@ -328,6 +333,27 @@ llvm.func internal @_mlir_memref_to_llvm_free(%user: !llvm.ptr) {
 ^out:
   llvm.return
 }
+llvm.func internal @__moe_release_block_cache() {
+  %c0 = llvm.mlir.constant(0 : i64) : i64
+  %c1 = llvm.mlir.constant(1 : i64) : i64
+  %c256 = llvm.mlir.constant(256 : i64) : i64
+  %null = llvm.mlir.zero : !llvm.ptr
+  %cache = llvm.mlir.addressof @__moe_block_cache : !llvm.ptr
+  llvm.br ^loop(%c0 : i64)
+^loop(%i: i64):
+  %done = llvm.icmp "eq" %i, %c256 : i64
+  llvm.cond_br %done, ^out, ^body
+^body:
+  %slot = llvm.getelementptr %cache[0, %i] : (!llvm.ptr, i64) -> !llvm.ptr, !llvm.array<256 x ptr>
+  %b = llvm.atomicrmw xchg %slot, %null acq_rel : !llvm.ptr, !llvm.ptr
+  llvm.call @free(%b) : (!llvm.ptr) -> ()
+  %next = llvm.add %i, %c1 : i64
+  llvm.br ^loop(%next : i64)
+^out:
+  llvm.return
+}
+llvm.mlir.global_dtors dtors = [@__moe_release_block_cache],
+                       priorities = [65535 : i32], data = [#llvm.zero]
 )mlir";
 
 /// Replaces the declarations of the generic allocation functions in a
@@ -507,6 +533,28 @@ createTargetMachine(const CodegenOptions &options) {
   return machine;
 }
 
+/// Runs AddressSanitizer on every function defined in `module`, as clang
+/// does at the end of its optimization pipeline for -fsanitize=address.
+void instrumentWithAddressSanitizer(llvm::Module &module,
+                                    llvm::TargetMachine &machine) {
+  for (llvm::Function &function : module)
+    if (!function.isDeclaration())
+      function.addFnAttr(llvm::Attribute::SanitizeAddress);
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager cgscc;
+  llvm::ModuleAnalysisManager modules;
+  llvm::PassBuilder builder(&machine);
+  builder.registerModuleAnalyses(modules);
+  builder.registerCGSCCAnalyses(cgscc);
+  builder.registerFunctionAnalyses(functions);
+  builder.registerLoopAnalyses(loops);
+  builder.crossRegisterProxies(loops, functions, cgscc, modules);
+  llvm::ModulePassManager passes;
+  passes.addPass(llvm::AddressSanitizerPass(llvm::AddressSanitizerOptions()));
+  passes.run(module, modules);
+}
+
 } // namespace
 
 llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module, StringRef path,
@@ -525,6 +573,8 @@ llvm::Error mlir::moe::compiler::emitObjectFile(ModuleOp module, StringRef path,
       makeOptimizingTransformer(options.optLevel, 0, machine->get());
   if (llvm::Error error = optimize(llvmModule.get()))
     return error;
+  if (options.sanitizeAddress)
+    instrumentWithAddressSanitizer(*llvmModule, **machine);
 
   std::error_code ec;
   llvm::ToolOutputFile out(path, ec, llvm::sys::fs::OF_None);
@@ -578,6 +628,15 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
   auto machine = createTargetMachine(options);
   if (!machine)
     return machine.takeError();
+  // The large code model: the ExecutionEngine's memory manager maps each
+  // section on its own, so a function's constant pool can land more than
+  // 2 GiB from its code, and the small model's 32-bit RIP-relative
+  // references would then silently point elsewhere (RuntimeDyld does not
+  // check the range in release builds). That happened 1 run in 5 under
+  // ASan, whose reservations fragment the address space, as a SEGV on a
+  // vector constant; any large process can hit it. Loop-invariant
+  // constants are hoisted, so the kernels' inner loops do not change.
+  (*machine)->setCodeModel(llvm::CodeModel::Large);
   std::function<llvm::Error(llvm::Module *)> transformer =
       makeOptimizingTransformer(options.optLevel, 0, machine->get());
   ExecutionEngineOptions engineOptions;
@@ -592,6 +651,9 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
     return engine.takeError();
   std::unique_ptr<JitModule> jit(new JitModule());
   jit->engine = std::move(*engine);
+  // Registers the module's global destructors (the allocator's cache
+  // release), which run when the engine is destroyed.
+  jit->engine->initialize();
   return jit;
 }
 

@@ -762,8 +762,8 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
         "  MOE_STATUS_TOKEN_ID_OUT_OF_RANGE = 2, /* bit: hash token id outside "
         "the table, routed nowhere */\n"
         "  MOE_ERROR_NULL_POINTER = -1,\n"
-        "  MOE_ERROR_BAD_SHAPE = -2,           /* T < 0, sequence_length not "
-        "dividing T, num_groups < 1 */\n"
+        "  MOE_ERROR_BAD_SHAPE = -2,           /* T < 0; where the layer uses "
+        "them, sequence_length not dividing T, num_groups < 1 */\n"
         "  MOE_ERROR_DEVICE = -3               /* GPU code: a CUDA operation "
         "failed (moe_cuda_take_error) */\n"
         "};\n#endif\n\n";

@@ -73,6 +73,12 @@ static cl::opt<bool>
              cl::desc("Run the parallel loops on the calling thread: the "
                       "object then needs no OpenMP runtime"),
              cl::cat(category));
+static cl::opt<std::string>
+    sanitize("sanitize",
+             cl::desc("address: instrument the generated code with "
+                      "AddressSanitizer (link the object into a program "
+                      "built with -fsanitize=address)"),
+             cl::value_desc("address"), cl::cat(category));
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
@@ -107,6 +113,13 @@ template <typename T> T check(llvm::Expected<T> value) {
 
 /// --target nvptx.
 bool gpu = false;
+
+CodegenOptions codegenOptions() {
+  CodegenOptions options;
+  options.targetCPU = targetCPU;
+  options.sanitizeAddress = sanitize == "address";
+  return options;
+}
 
 bool isIdentifier(llvm::StringRef name) {
   if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
@@ -275,9 +288,11 @@ int compileMLIRFile(MLIRContext &context) {
       os << "} " << results << ";\n\n";
       params.push_back(results + " *results");
     }
-    for (auto [i, input] : llvm::enumerate(type.getInputs()))
-      params.push_back(spell(input, isa<ShapedType>(input)) + "arg" +
+    for (auto [i, input] : llvm::enumerate(type.getInputs())) {
+      bool shaped = isa<ShapedType>(input);
+      params.push_back(spell(input, shaped) + (shaped ? "" : " ") + "arg" +
                        std::to_string(i));
+    }
     fos << resultType << " _mlir_ciface_" << fn.getName() << "("
         << llvm::join(params, ", ") << ");\n";
   }
@@ -286,9 +301,8 @@ int compileMLIRFile(MLIRContext &context) {
   if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false,
                                       /*openmp=*/!noOpenMP))
     fail(llvm::toString(std::move(error)));
-  CodegenOptions options;
-  options.targetCPU = targetCPU;
-  if (llvm::Error error = emitObjectFile(*module, outputObject, options))
+  if (llvm::Error error = emitObjectFile(*module, outputObject,
+                                         codegenOptions()))
     fail(llvm::toString(std::move(error)));
   if (outputHeader.empty())
     return 0;
@@ -332,6 +346,10 @@ int main(int argc, char **argv) {
     fail("--emit " + emitKind + " needs --target nvptx");
   if (gpu && noOpenMP)
     fail("--no-openmp applies to --target cpu only");
+  if (!sanitize.empty() && sanitize != "address")
+    fail("--sanitize must be address, not '" + sanitize + "'");
+  if (gpu && !sanitize.empty())
+    fail("--sanitize applies to --target cpu only");
 
   if (llvm::StringRef(modelDir).ends_with(".mlir")) {
     if (gpu)
@@ -375,18 +393,20 @@ int main(int argc, char **argv) {
       out.keep();
       return 0;
     }
-  } else if (llvm::Error error = lowerToLLVM(*module, abis,
-                                             /*cachingAllocator=*/true,
-                                             /*openmp=*/!noOpenMP)) {
+  } else if (llvm::Error error = lowerToLLVM(
+                 *module, abis,
+                 // Under ASan every temporary is its own malloc block, so
+                 // its redzones sit right at its end.
+                 /*cachingAllocator=*/sanitize.empty(),
+                 /*openmp=*/!noOpenMP)) {
     fail(llvm::toString(std::move(error)));
   }
   if (embedWeights)
     for (auto [abi, weights] : llvm::zip(abis, model->weights))
       embedLayerWeights(*module, abi, weights);
 
-  CodegenOptions options;
-  options.targetCPU = targetCPU;
-  if (llvm::Error error = emitObjectFile(*module, outputObject, options))
+  if (llvm::Error error = emitObjectFile(*module, outputObject,
+                                         codegenOptions()))
     fail(llvm::toString(std::move(error)));
 
   if (!outputHeader.empty()) {

@@ -302,6 +302,19 @@ struct Checker {
             : std::string());
   }
 
+  /// Whether a golden tensor has the element count the layer's result
+  /// needs; a FAIL line otherwise (a file that does not belong to the model
+  /// must not make the comparison read past a buffer).
+  bool sized(llvm::StringRef what, size_t size, size_t expected) {
+    if (size == expected)
+      return true;
+    llvm::outs() << llvm::formatv("  {0,-14} FAIL {1} elements, the layer "
+                                  "gives {2}\n",
+                                  what, size, expected);
+    ok = false;
+    return false;
+  }
+
   void agreement(llvm::StringRef what, size_t agree, size_t total) {
     ok &= agree == total;
     llvm::outs() << llvm::formatv("  {0,-14} {1}  {2}/{3} agree ({4:f1}%)\n",
@@ -362,52 +375,60 @@ bool checkLayer(const LayerABI &abi, const LayerCalls &calls,
     std::vector<float> wantW;
     if (const TensorView *tw = io.lookup(prefix + "topk_weights"))
       wantW = asF32(*tw);
-    int64_t k = tokens ? want.size() / tokens : 0;
-    size_t agree = 0;
-    std::vector<float> gotW, refW;
-    for (int64_t i = 0; i < tokens; ++i) {
-      std::vector<int64_t> a(want.begin() + i * k, want.begin() + i * k + k);
-      std::vector<int64_t> b(routing.indices.begin() + i * K,
-                             routing.indices.begin() + i * K + k);
-      std::vector<int64_t> as = a, bs = b;
-      llvm::sort(as);
-      llvm::sort(bs);
-      agree += as == bs;
-      // Weights matched by expert, so the slot order does not matter.
-      for (int64_t j = 0; j < k && !wantW.empty(); ++j)
-        for (int64_t jj = 0; jj < k; ++jj)
-          if (b[jj] == a[j]) {
-            gotW.push_back(routing.weights[i * K + jj]);
-            refW.push_back(wantW[i * k + j]);
-          }
+    // At most K choices per token: the layer has K slots.
+    int64_t k = std::min<int64_t>(tokens ? want.size() / tokens : 0, K);
+    if (checker.sized("topk_indices", want.size(), tokens * k) &&
+        (wantW.empty() ||
+         checker.sized("topk_weights", wantW.size(), want.size()))) {
+      size_t agree = 0;
+      std::vector<float> gotW, refW;
+      for (int64_t i = 0; i < tokens; ++i) {
+        std::vector<int64_t> a(want.begin() + i * k, want.begin() + i * k + k);
+        std::vector<int64_t> b(routing.indices.begin() + i * K,
+                               routing.indices.begin() + i * K + k);
+        std::vector<int64_t> as = a, bs = b;
+        llvm::sort(as);
+        llvm::sort(bs);
+        agree += as == bs;
+        // Weights matched by expert, so the slot order does not matter.
+        for (int64_t j = 0; j < k && !wantW.empty(); ++j)
+          for (int64_t jj = 0; jj < k; ++jj)
+            if (b[jj] == a[j]) {
+              gotW.push_back(routing.weights[i * K + jj]);
+              refW.push_back(wantW[i * k + j]);
+            }
+      }
+      checker.agreement("topk_indices", agree, tokens);
+      if (!wantW.empty())
+        checker.values("topk_weights", gotW, refW);
     }
-    checker.agreement("topk_indices", agree, tokens);
-    if (!wantW.empty())
-      checker.values("topk_weights", gotW, refW);
   }
   if (const TensorView *t = io.lookup(prefix + "experts")) {
     std::vector<int64_t> want = asI64(*t);
     size_t agree = 0;
-    for (int64_t i = 0; i < tokens; ++i)
-      agree += routing.indices[i * K] == want[i];
+    if (checker.sized("experts", want.size(), tokens))
+      for (int64_t i = 0; i < tokens; ++i)
+        agree += routing.indices[i * K] == want[i];
     checker.agreement("experts", agree, tokens);
   }
   if (const TensorView *t = io.lookup(prefix + "num_experts")) {
     std::vector<int64_t> want = asI64(*t);
     size_t agree = 0;
-    for (int64_t i = 0; i < tokens; ++i) {
-      int64_t n = 0;
-      for (int64_t j = 0; j < K; ++j)
-        n += routing.indices[i * K + j] >= 0;
-      agree += n == want[i];
-    }
+    if (checker.sized("num_experts", want.size(), tokens))
+      for (int64_t i = 0; i < tokens; ++i) {
+        int64_t n = 0;
+        for (int64_t j = 0; j < K; ++j)
+          n += routing.indices[i * K + j] >= 0;
+        agree += n == want[i];
+      }
     checker.agreement("num_experts", agree, tokens);
   }
   if (const TensorView *t = io.lookup(prefix + "kept")) {
     std::vector<int64_t> want = asI64(*t);
     size_t agree = 0;
-    for (int64_t i = 0; i < tokens; ++i)
-      agree += (routing.rows[i * K] >= 0) == (want[i] != 0);
+    if (checker.sized("kept", want.size(), tokens))
+      for (int64_t i = 0; i < tokens; ++i)
+        agree += (routing.rows[i * K] >= 0) == (want[i] != 0);
     checker.agreement("kept", agree, tokens);
   }
   if (const TensorView *t = io.lookup(prefix + "expert_tokens")) {
@@ -416,6 +437,11 @@ bool checkLayer(const LayerABI &abi, const LayerCalls &calls,
     if (const TensorView *g = io.lookup(prefix + "expert_gates"))
       wantGates = asF32(*g);
     int64_t E = spec.numExperts, C = want.size() / E;
+    // Expert choice: one slot per expert; C tokens per expert.
+    if (!checker.sized("expert_tokens", want.size(), K == E ? E * C : 0) ||
+        (!wantGates.empty() &&
+         !checker.sized("expert_gates", wantGates.size(), want.size())))
+      E = 0;
     size_t agree = 0;
     std::vector<float> gotGates, refGates;
     for (int64_t e = 0; e < E; ++e) {

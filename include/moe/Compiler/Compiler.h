@@ -86,6 +86,13 @@ struct CodegenOptions {
   /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.
   std::string targetCPU = "native";
   unsigned optLevel = 3;
+  /// Instruments the generated code with AddressSanitizer after
+  /// optimization (emitObjectFile only): every load and store is checked
+  /// against ASan's shadow memory, so a program built with
+  /// -fsanitize=address reports any out-of-bounds access the compiled
+  /// layer makes. Lower such modules without the caching allocator, so
+  /// every temporary is its own malloc block with redzones on both sides.
+  bool sanitizeAddress = false;
   /// Shared libraries the JIT loads to resolve the code's external calls.
   std::vector<std::string> sharedLibraries;
 };

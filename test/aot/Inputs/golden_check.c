@@ -5,7 +5,10 @@
  *      golden_check.c layers.o -lm -o check && ./check io.safetensors
  *
  * The object was built with --embed-weights, so the only inputs are the
- * hidden states. Prints "layer L: PASS" or the first mismatch. */
+ * hidden states (and, where the file has them, the token ids of a hash
+ * layer; a [B, S, d] input is B sequences of S tokens). Prints "layer L:
+ * PASS" or the first mismatch. Frees what it allocates, so it also runs
+ * under LeakSanitizer. */
 #include "layers.h"
 #include "safetensors_lite.h"
 
@@ -52,17 +55,32 @@ int main(int argc, char **argv) {
   moe_batch batch = {0};
   batch.num_tokens = (int64_t)(nx / MOE_HIDDEN);
   batch.x = x;
-  int32_t status = MOE_LAYER(w, &batch, y);
-  if (status != MOE_STATUS_OK) {
-    printf("layer %d: status %d\n", MOE_LAYER_INDEX, status);
-    return 1;
+  if (in.rank == 3)
+    batch.sequence_length = in.shape[1];
+  int64_t *ids = NULL;
+  st_tensor idt;
+  snprintf(name, sizeof name, "%stoken_ids", prefix);
+  if (st_find(file, size, name, &idt)) {
+    ids = malloc(idt.bytes);
+    memcpy(ids, idt.data, idt.bytes);
+    batch.token_ids = ids;
   }
-  for (size_t i = 0; i < ny; ++i) {
+  int32_t status = MOE_LAYER(w, &batch, y);
+  int failed = status != MOE_STATUS_OK;
+  if (failed)
+    printf("layer %d: status %d\n", MOE_LAYER_INDEX, status);
+  for (size_t i = 0; i < ny && !failed; ++i) {
     if (!(fabsf(y[i] - want[i]) <= 1e-5f + 1e-4f * fabsf(want[i]))) {
       printf("layer %d: FAIL at %zu: %g vs %g\n", MOE_LAYER_INDEX, i, y[i],
              want[i]);
-      return 1;
+      failed = 1;
     }
+  }
+  free(ids);
+  free(file);
+  if (failed) {
+    free(x), free(want), free(y);
+    return 1;
   }
   /* Argument checks: a null batch is an error, not a crash. */
   if (MOE_LAYER(w, NULL, y) != MOE_ERROR_NULL_POINTER) {
@@ -77,5 +95,6 @@ int main(int argc, char **argv) {
   }
   printf("layer %d: PASS (%lld tokens)\n", MOE_LAYER_INDEX,
          (long long)(nx / MOE_HIDDEN));
+  free(x), free(want), free(y);
   return 0;
 }
