@@ -26,7 +26,10 @@
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
+#include "llvm/ExecutionEngine/SectionMemoryManager.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Memory.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
@@ -35,6 +38,8 @@
 #include "llvm/Transforms/Instrumentation/AddressSanitizer.h"
 
 #include <mutex>
+
+#include <sys/mman.h>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -621,6 +626,70 @@ mlir::moe::compiler::addThreadsOption(llvm::cl::OptionCategory &category) {
   return *threads;
 }
 
+namespace {
+
+/// Where the JIT puts the sections of compiled modules: pages handed out in
+/// order from one large reservation of address space, so the code,
+/// constants and data of a module lie within its own size of each other.
+/// Mapped one by one, as the ExecutionEngine's memory manager does by
+/// default, they can land more than 2 GiB apart in a fragmented address
+/// space (seen 1 run in 5 under ASan), where the small code model's 32-bit
+/// RIP-relative references wrap without an error and read the wrong
+/// memory. Released sections are unmapped and their addresses not reused;
+/// a new reservation (asked for right after the old one) starts when a span
+/// is used up, every 8 GiB of compiled code.
+class ContiguousSectionMapper final
+    : public llvm::SectionMemoryManager::MemoryMapper {
+public:
+  llvm::sys::MemoryBlock
+  allocateMappedMemory(llvm::SectionMemoryManager::AllocationPurpose,
+                       size_t numBytes, const llvm::sys::MemoryBlock *,
+                       unsigned flags, std::error_code &ec) override {
+    std::lock_guard<std::mutex> lock(mutex);
+    size_t page = llvm::sys::Process::getPageSizeEstimate();
+    size_t size = llvm::alignTo(numBytes, page);
+    if (!next || size > size_t(end - next)) {
+      size_t span = std::max<size_t>(kSpanBytes, size);
+      void *at = mmap(end, span, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (at == MAP_FAILED) {
+        ec = std::error_code(errno, std::generic_category());
+        return llvm::sys::MemoryBlock();
+      }
+      next = static_cast<char *>(at);
+      end = next + span;
+    }
+    llvm::sys::MemoryBlock block(next, size);
+    if ((ec = llvm::sys::Memory::protectMappedMemory(block, flags)))
+      return llvm::sys::MemoryBlock();
+    next += size;
+    return block;
+  }
+
+  std::error_code protectMappedMemory(const llvm::sys::MemoryBlock &block,
+                                      unsigned flags) override {
+    return llvm::sys::Memory::protectMappedMemory(block, flags);
+  }
+
+  std::error_code releaseMappedMemory(llvm::sys::MemoryBlock &block) override {
+    return llvm::sys::Memory::releaseMappedMemory(block);
+  }
+
+private:
+  static constexpr size_t kSpanBytes = size_t(8) << 30;
+  std::mutex mutex;
+  char *next = nullptr, *end = nullptr;
+};
+
+/// One mapper for the process; engines hold a pointer to it until they are
+/// destroyed, possibly during static destruction, so it is never freed.
+ContiguousSectionMapper &getSectionMapper() {
+  static ContiguousSectionMapper *mapper = new ContiguousSectionMapper();
+  return *mapper;
+}
+
+} // namespace
+
 JitModule::~JitModule() = default;
 
 llvm::Expected<std::unique_ptr<JitModule>>
@@ -628,19 +697,14 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
   auto machine = createTargetMachine(options);
   if (!machine)
     return machine.takeError();
-  // The large code model: the ExecutionEngine's memory manager maps each
-  // section on its own, so a function's constant pool can land more than
-  // 2 GiB from its code, and the small model's 32-bit RIP-relative
-  // references would then silently point elsewhere (RuntimeDyld does not
-  // check the range in release builds). That happened 1 run in 5 under
-  // ASan, whose reservations fragment the address space, as a SEGV on a
-  // vector constant; any large process can hit it. Loop-invariant
-  // constants are hoisted, so the kernels' inner loops do not change.
-  (*machine)->setCodeModel(llvm::CodeModel::Large);
   std::function<llvm::Error(llvm::Module *)> transformer =
       makeOptimizingTransformer(options.optLevel, 0, machine->get());
   ExecutionEngineOptions engineOptions;
   engineOptions.transformer = transformer;
+  // The small code model's RIP-relative references need a module's
+  // sections near each other (RuntimeDyld does not check the range in
+  // release builds).
+  engineOptions.sectionMemoryMapper = &getSectionMapper();
   SmallVector<StringRef> libraries(options.sharedLibraries.begin(),
                                    options.sharedLibraries.end());
   engineOptions.sharedLibPaths = libraries;
