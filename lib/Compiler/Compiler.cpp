@@ -681,14 +681,15 @@ private:
   char *next = nullptr, *end = nullptr;
 };
 
-/// One mapper for the process; engines hold a pointer to it until they are
-/// destroyed, possibly during static destruction, so it is never freed.
-ContiguousSectionMapper &getSectionMapper() {
+} // namespace
+
+llvm::SectionMemoryManager::MemoryMapper &
+mlir::moe::compiler::getJITSectionMapper() {
+  // Engines hold a pointer to it until they are destroyed, possibly during
+  // static destruction, so it is never freed.
   static ContiguousSectionMapper *mapper = new ContiguousSectionMapper();
   return *mapper;
 }
-
-} // namespace
 
 JitModule::~JitModule() = default;
 
@@ -704,7 +705,7 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
   // The small code model's RIP-relative references need a module's
   // sections near each other (RuntimeDyld does not check the range in
   // release builds).
-  engineOptions.sectionMemoryMapper = &getSectionMapper();
+  engineOptions.sectionMemoryMapper = &getJITSectionMapper();
   SmallVector<StringRef> libraries(options.sharedLibraries.begin(),
                                    options.sharedLibraries.end());
   engineOptions.sharedLibPaths = libraries;

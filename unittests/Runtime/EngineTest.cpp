@@ -8,9 +8,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <thread>
 
@@ -509,3 +512,48 @@ TEST(CAPI, Errors) {
 }
 
 } // namespace
+
+// The JIT's section mapper keeps consecutive sections next to each other
+// even when the process maps other large regions between them (mmapped
+// weights, a sanitizer's reservations): where plain mmap puts a mapping
+// depends on the holes the address space has, and a module whose code and
+// constants end up more than 2 GiB apart breaks the 32-bit RIP-relative
+// references of the small code model (docs/errors.md, Sanitizers).
+TEST(JITSections, StayTogetherWhateverElseIsMapped) {
+  using Purpose = llvm::SectionMemoryManager::AllocationPurpose;
+  llvm::SectionMemoryManager::MemoryMapper &mapper =
+      compiler::getJITSectionMapper();
+  const size_t gib = size_t(1) << 30;
+  std::vector<void *> others;
+  std::vector<llvm::sys::MemoryBlock> blocks;
+  size_t total = 0;
+  for (int i = 0; i < 6; ++i) {
+    void *other = mmap(nullptr, 3 * gib, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    ASSERT_NE(other, MAP_FAILED);
+    others.push_back(other);
+    std::error_code ec;
+    blocks.push_back(mapper.allocateMappedMemory(
+        i % 2 ? Purpose::ROData : Purpose::Code, 5000 + 4096 * i, nullptr,
+        llvm::sys::Memory::MF_READ | llvm::sys::Memory::MF_WRITE, ec));
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_GE(blocks.back().allocatedSize(), size_t(5000 + 4096 * i));
+    std::memset(blocks.back().base(), i + 1, blocks.back().allocatedSize());
+    total += blocks.back().allocatedSize();
+  }
+  auto begin = [](const llvm::sys::MemoryBlock &b) {
+    return reinterpret_cast<uintptr_t>(b.base());
+  };
+  uintptr_t lo = begin(blocks[0]), hi = lo;
+  for (const llvm::sys::MemoryBlock &b : blocks) {
+    EXPECT_EQ(static_cast<unsigned char *>(b.base())[b.allocatedSize() - 1],
+              static_cast<unsigned char>(&b - blocks.data() + 1));
+    lo = std::min(lo, begin(b));
+    hi = std::max(hi, begin(b) + b.allocatedSize());
+  }
+  EXPECT_EQ(hi - lo, total) << "the sections are not one contiguous range";
+  for (llvm::sys::MemoryBlock &b : blocks)
+    EXPECT_FALSE(mapper.releaseMappedMemory(b));
+  for (void *other : others)
+    munmap(other, 3 * gib);
+}

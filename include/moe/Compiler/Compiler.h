@@ -8,6 +8,7 @@
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
 
+#include "llvm/ExecutionEngine/SectionMemoryManager.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
 
@@ -100,6 +101,13 @@ struct CodegenOptions {
 /// Writes a relocatable object file for a lowered module.
 llvm::Error emitObjectFile(ModuleOp module, llvm::StringRef path,
                            const CodegenOptions &options);
+
+/// Where JitModule places the sections of compiled code: pages handed out
+/// in order from one reserved span of address space, so the code and
+/// constants of a module stay within reach of the small code model's 32-bit
+/// RIP-relative references however fragmented the process's address space
+/// is. One for the process, never destroyed.
+llvm::SectionMemoryManager::MemoryMapper &getJITSectionMapper();
 
 /// A lowered module compiled in process.
 class JitModule {
