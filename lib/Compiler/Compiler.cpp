@@ -37,7 +37,10 @@
 #include "llvm/TargetParser/Host.h"
 #include "llvm/Transforms/Instrumentation/AddressSanitizer.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <mutex>
+#include <vector>
 
 #include <sys/mman.h>
 
@@ -691,7 +694,38 @@ mlir::moe::compiler::getJITSectionMapper() {
   return *mapper;
 }
 
-JitModule::~JitModule() = default;
+namespace {
+
+/// Set at exit by a handler that JIT compiles register when they end.
+/// Exit handlers and static destructors run in reverse order of
+/// registration, so the flag is up before anything destroys an engine that
+/// was created before that compile, and before the objects LLVM
+/// constructed lazily during the compile are destroyed. Such objects come
+/// from code paths run for the first time, so the handler is registered
+/// after compiles 1, 2, 4, 8, ...: a long-running process that compiles
+/// often adds a few dozen handlers, not one per compile.
+std::atomic<bool> processExiting{false};
+std::atomic<uint64_t> jitCompiles{0};
+
+void markProcessExiting() { processExiting = true; }
+
+} // namespace
+
+JitModule::~JitModule() {
+  // mlir::ExecutionEngine's destructor runs ORC's deinitialization, which
+  // compiles and links a small platform module; once static objects LLVM
+  // built lazily during a compile have been destroyed, that writes through
+  // dead objects and crashes. An engine destroyed at exit after our handler
+  // ran (a function-local static, an exit handler registered before the
+  // first compile) is kept instead: the process is ending, and a pointer
+  // from a never-destroyed list keeps it reachable for leak checkers.
+  if (!processExiting || !engine)
+    return;
+  static std::mutex keptMutex;
+  static auto *kept = new std::vector<std::unique_ptr<ExecutionEngine>>();
+  std::lock_guard<std::mutex> lock(keptMutex);
+  kept->push_back(std::move(engine));
+}
 
 llvm::Expected<std::unique_ptr<JitModule>>
 JitModule::create(ModuleOp module, const CodegenOptions &options) {
@@ -719,6 +753,9 @@ JitModule::create(ModuleOp module, const CodegenOptions &options) {
   // Registers the module's global destructors (the allocator's cache
   // release), which run when the engine is destroyed.
   jit->engine->initialize();
+  uint64_t compiles = ++jitCompiles;
+  if ((compiles & (compiles - 1)) == 0)
+    std::atexit(markProcessExiting);
   return jit;
 }
 
