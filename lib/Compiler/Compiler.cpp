@@ -26,7 +26,6 @@
 #include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Passes/PassBuilder.h"
-#include "llvm/ExecutionEngine/SectionMemoryManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Memory.h"
 #include "llvm/Support/Process.h"
@@ -684,18 +683,6 @@ private:
   char *next = nullptr, *end = nullptr;
 };
 
-} // namespace
-
-llvm::SectionMemoryManager::MemoryMapper &
-mlir::moe::compiler::getJITSectionMapper() {
-  // Engines hold a pointer to it until they are destroyed, possibly during
-  // static destruction, so it is never freed.
-  static ContiguousSectionMapper *mapper = new ContiguousSectionMapper();
-  return *mapper;
-}
-
-namespace {
-
 /// Set at exit by a handler that JIT compiles register when they end.
 /// Exit handlers and static destructors run in reverse order of
 /// registration, so the flag is up before anything destroys an engine that
@@ -710,6 +697,14 @@ std::atomic<uint64_t> jitCompiles{0};
 void markProcessExiting() { processExiting = true; }
 
 } // namespace
+
+llvm::SectionMemoryManager::MemoryMapper &
+mlir::moe::compiler::getJITSectionMapper() {
+  // Engines hold a pointer to it until they are destroyed, possibly during
+  // static destruction, so it is never freed.
+  static ContiguousSectionMapper *mapper = new ContiguousSectionMapper();
+  return *mapper;
+}
 
 JitModule::~JitModule() {
   // mlir::ExecutionEngine's destructor runs ORC's deinitialization, which
