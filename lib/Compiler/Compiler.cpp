@@ -437,12 +437,15 @@ DiagnosticCollector::DiagnosticCollector(MLIRContext *ctx)
 llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
                                              bool cachingAllocator,
-                                             bool openmp) {
+                                             bool openmp, StringRef targetCPU) {
   registerPassesOnce();
+  llvm::Expected<bool> bf16Dot = hasBF16DotProducts(targetCPU);
+  if (!bf16Dot)
+    return bf16Dot.takeError();
   MLIRContext *ctx = module.getContext();
   DiagnosticCollector diagnostics(ctx);
   PassManager pm(ctx, ModuleOp::getOperationName());
-  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp)))
+  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp, *bf16Dot)))
     return makeError("cannot build the moe CPU pipeline");
   if (failed(pm.run(module)))
     return makeError("lowering failed:\n" + diagnostics.text);
@@ -539,6 +542,20 @@ createTargetMachine(const CodegenOptions &options) {
                      "name such as skylake-avx512)");
   return machine;
 }
+
+} // namespace
+
+llvm::Expected<bool>
+mlir::moe::compiler::hasBF16DotProducts(StringRef targetCPU) {
+  CodegenOptions options;
+  options.targetCPU = targetCPU.str();
+  auto machine = createTargetMachine(options);
+  if (!machine)
+    return machine.takeError();
+  return (*machine)->getMCSubtargetInfo()->checkFeatures("+avx512bf16");
+}
+
+namespace {
 
 /// Runs AddressSanitizer on every function defined in `module`, as clang
 /// does at the end of its optimization pipeline for -fsanitize=address.

@@ -42,6 +42,10 @@ bool usesGroups(const LayerSpec &spec, CapacityGroupKind kind) {
 
 } // namespace
 
+int64_t mlir::moe::compiler::elementBytes(StringRef ctype) {
+  return ctype == "uint16_t" ? 2 : ctype == "int64_t" ? 8 : 4;
+}
+
 int64_t mlir::moe::compiler::numElements(const EntryArg &arg, int64_t tokens) {
   int64_t n = 1;
   for (const DimSpec &dim : arg.shape)
@@ -71,14 +75,17 @@ LayerABI mlir::moe::compiler::describeLayer(const LayerSpec &spec,
     addWeight("selection_bias", "float", {fixed(E)});
   if (hash)
     addWeight("hash_table", "int32_t", {fixed(spec.hashVocab)});
-  addWeight("w1", "float", {fixed(E), fixed(spec.firstRows()), fixed(d)});
-  addWeight("w2", "float", {fixed(E), fixed(d), fixed(spec.ffn)});
+  // bf16 expert weights travel as their bits.
+  StringRef expertType =
+      spec.expertWeights == WeightType::BF16 ? "uint16_t" : "float";
+  addWeight("w1", expertType, {fixed(E), fixed(spec.firstRows()), fixed(d)});
+  addWeight("w2", expertType, {fixed(E), fixed(d), fixed(spec.ffn)});
   if (spec.sharedFfn > 0) {
     int64_t rows = spec.activation == ExpertActivation::SiluGlu
                        ? 2 * spec.sharedFfn
                        : spec.sharedFfn;
-    addWeight("shared_w1", "float", {fixed(rows), fixed(d)});
-    addWeight("shared_w2", "float", {fixed(d), fixed(spec.sharedFfn)});
+    addWeight("shared_w1", expertType, {fixed(rows), fixed(d)});
+    addWeight("shared_w2", expertType, {fixed(d), fixed(spec.sharedFfn)});
     if (spec.sharedGate)
       addWeight("shared_gate", "float", {fixed(1), fixed(d)});
   }
@@ -124,9 +131,23 @@ LayerABI mlir::moe::compiler::describeLayer(const LayerSpec &spec,
 }
 
 std::pair<const void *, size_t>
-mlir::moe::compiler::getWeightData(const LayerWeights &w, StringRef name) {
+mlir::moe::compiler::getWeightData(const LayerWeights &w,
+                                   const EntryArg &field) {
+  StringRef name = field.name;
   if (name == "hash_table")
     return {w.hashTable.data(), w.hashTable.size()};
+  if (field.ctype == "uint16_t") {
+    const std::vector<uint16_t> *bits =
+        llvm::StringSwitch<const std::vector<uint16_t> *>(name)
+            .Case("w1", &w.w1BF16)
+            .Case("w2", &w.w2BF16)
+            .Case("shared_w1", &w.sharedW1BF16)
+            .Case("shared_w2", &w.sharedW2BF16)
+            .Default(nullptr);
+    if (!bits)
+      return {nullptr, 0};
+    return {bits->data(), bits->size()};
+  }
   const std::vector<float> *data =
       llvm::StringSwitch<const std::vector<float> *>(name)
           .Case("gate", &w.gate)
@@ -148,7 +169,7 @@ mlir::moe::compiler::getWeightPointers(const LayerABI &abi,
                                        const LayerWeights &w) {
   std::vector<const void *> pointers;
   for (const EntryArg &field : abi.weights)
-    pointers.push_back(getWeightData(w, field.name).first);
+    pointers.push_back(getWeightData(w, field).first);
   return pointers;
 }
 
@@ -188,6 +209,8 @@ Type elementTypeOf(MLIRContext *ctx, StringRef ctype) {
     return Float32Type::get(ctx);
   if (ctype == "int32_t")
     return IntegerType::get(ctx, 32);
+  if (ctype == "uint16_t")
+    return BFloat16Type::get(ctx);
   return IntegerType::get(ctx, 64);
 }
 
@@ -735,7 +758,8 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
         " * set of warning bits (the outputs are still defined); a negative\n"
         " * value is an error (the outputs are untouched). Entries are\n"
         " * reentrant: concurrent calls on different outputs are safe.\n"
-        " * Arrays are dense, row-major and 4-byte aligned at least.\n"
+        " * Arrays are dense, row-major and aligned to their element size at\n"
+        " * least (bf16 weight fields: 2 bytes, the others 4).\n"
         " *\n"
         " * Unless compiled with --no-openmp, the object runs its parallel\n"
         " * loops on LLVM's OpenMP runtime: link with clang -fopenmp, or add\n"
@@ -779,9 +803,11 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
     os << "typedef struct " << abi.symbol << "_weights {\n";
     for (const EntryArg &w : abi.weights)
       os << "  const " << w.ctype << " *" << w.name << "; /* "
-         << shapeComment(w) << " */\n";
+         << shapeComment(w) << (w.ctype == "uint16_t" ? ", bf16 bits" : "")
+         << " */\n";
     os << "} " << abi.symbol << "_weights;\n";
-    os << "/* Elements of each NAME_weights field, in order (all 4-byte). */\n"
+    os << "/* Elements of each NAME_weights field, in order (bf16 fields "
+          "2 bytes each, the others 4). */\n"
        << "static const int64_t " << abi.symbol << "_weight_elements[] = {";
     for (auto [i, w] : llvm::enumerate(abi.weights))
       os << (i ? ", " : "") << numElements(w);

@@ -1202,3 +1202,12 @@ mlir::moe::frontend::importModel(StringRef directory,
   }
   return model;
 }
+
+void mlir::moe::frontend::setExpertWeights(ImportedModel &model,
+                                           WeightType type, bool keepF32) {
+  for (LayerSpec &spec : model.layers)
+    spec.expertWeights = type;
+  if (type == WeightType::BF16)
+    for (LayerWeights &w : model.weights)
+      convertExpertWeightsToBF16(w, keepF32);
+}

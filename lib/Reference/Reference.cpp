@@ -136,10 +136,22 @@ double logSumExp(const std::vector<double> &values) {
 // Expert FFNs
 //===----------------------------------------------------------------------===//
 
+float roundToBF16(float v) { return fromBF16(toBF16(v)); }
+
 /// One FFN: y = w2 . act(w1 . x). `w1` is [2F, d] (gate rows, then up rows)
 /// for SiluGlu and [F, d] otherwise; `w2` is [d, F]. Row-major, [out, in].
+/// With `bf16`, x and the hidden activations (as f32) are rounded to bf16
+/// before their products (the weights are given rounded already).
 std::vector<double> ffn(ExpertActivation activation, const float *w1,
-                        const float *w2, int64_t d, int64_t f, const float *x) {
+                        const float *w2, int64_t d, int64_t f, const float *x,
+                        bool bf16) {
+  std::vector<float> rounded;
+  if (bf16) {
+    rounded.assign(x, x + d);
+    for (float &v : rounded)
+      v = roundToBF16(v);
+    x = rounded.data();
+  }
   std::vector<double> hidden(f);
   for (int64_t i = 0; i < f; ++i) {
     double z = dot(w1 + i * d, x, d);
@@ -154,6 +166,8 @@ std::vector<double> ffn(ExpertActivation activation, const float *w1,
       hidden[i] = relu(z);
       break;
     }
+    if (bf16)
+      hidden[i] = roundToBF16(static_cast<float>(hidden[i]));
   }
   std::vector<double> y(d, 0.0);
   for (int64_t o = 0; o < d; ++o) {
@@ -728,7 +742,23 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
                                               groups, numTokens, result);
   assignRows(spec, fates, result);
 
-  // 4. Output: routed slots in slot order, then the shared expert.
+  // 4. Output: routed slots in slot order, then the shared expert. bf16
+  // expert weights: the f32 weights rounded as the compiled layer's are.
+  bool bf16 = spec.expertWeights == WeightType::BF16;
+  std::vector<float> rounded[4];
+  const float *w1 = w.w1.data(), *w2 = w.w2.data(),
+              *sharedW1 = w.sharedW1.data(), *sharedW2 = w.sharedW2.data();
+  if (bf16) {
+    const float **views[4] = {&w1, &w2, &sharedW1, &sharedW2};
+    const std::vector<float> *sources[4] = {&w.w1, &w.w2, &w.sharedW1,
+                                            &w.sharedW2};
+    for (int i = 0; i < 4; ++i) {
+      rounded[i] = *sources[i];
+      for (float &v : rounded[i])
+        v = roundToBF16(v);
+      *views[i] = rounded[i].data();
+    }
+  }
   int64_t firstRows = spec.firstRows();
   for (int64_t t = 0; t < numTokens; ++t) {
     const float *x = inputs.x + t * d;
@@ -742,15 +772,15 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
       } else if (fates[s] == SlotFate::Compute) {
         int64_t e = result.indices[s];
         std::vector<double> y =
-            ffn(spec.activation, w.w1.data() + e * firstRows * d,
-                w.w2.data() + e * d * spec.ffn, d, spec.ffn, x);
+            ffn(spec.activation, w1 + e * firstRows * d,
+                w2 + e * d * spec.ffn, d, spec.ffn, x, bf16);
         for (int64_t i = 0; i < d; ++i)
           out[i] += weight * y[i];
       }
     }
     if (spec.sharedFfn > 0) {
-      std::vector<double> y = ffn(spec.activation, w.sharedW1.data(),
-                                  w.sharedW2.data(), d, spec.sharedFfn, x);
+      std::vector<double> y = ffn(spec.activation, sharedW1,
+                                  sharedW2, d, spec.sharedFfn, x, bf16);
       double gate =
           spec.sharedGate ? sigmoid(dot(x, w.sharedGate.data(), d)) : 1.0;
       for (int64_t i = 0; i < d; ++i)

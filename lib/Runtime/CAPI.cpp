@@ -77,6 +77,8 @@ int32_t moe_layer_compile(moe_engine *engine, const moe_layer_desc *desc,
   spec.router.k = desc->top_k;
   spec.router.renormalize = desc->renormalize != 0;
   spec.sharedFfn = desc->shared_ffn;
+  if (desc->bf16_weights)
+    spec.expertWeights = frontend::WeightType::BF16;
   std::string error;
   return finish(engine->engine.compile(spec, &error), error, layer);
 }

@@ -56,7 +56,8 @@ llvm::Expected<void *> jitCompile(ModuleOp module,
                                   const Kernel &kernel, StringRef symbol,
                                   std::unique_ptr<compiler::JitModule> &jit) {
   if (llvm::Error e =
-          compiler::lowerToLLVM(module, {abi}, kernel.cachingAllocator))
+          compiler::lowerToLLVM(module, {abi}, kernel.cachingAllocator,
+                                /*openmp=*/true, kernel.targetCPU))
     return std::move(e);
   compiler::CodegenOptions codegen;
   codegen.targetCPU = kernel.targetCPU;
@@ -157,13 +158,13 @@ std::string mlir::moe::runtime::fingerprint(const frontend::LayerSpec &s) {
   return llvm::formatv(
              "d{0} f{1} e{2} a{3} gb{4} sf{5} sg{6} hv{7} sl{8} | r{9} k{10} "
              "s{11} rn{12} sc{13:e} sb{14} ng{15} tg{16} sa{17} p{18:e} "
-             "cf{19:e} ne{20} | c{21} {22:e} {23} {24} {25}",
+             "cf{19:e} ne{20} | c{21} {22:e} {23} {24} {25} | w{26}",
              s.hidden, s.ffn, s.numExperts, int(s.activation), s.gateBias,
              s.sharedFfn, s.sharedGate, s.hashVocab, s.sequenceLength,
              int(r.family), r.k, int(r.scoring), r.renormalize, r.scale,
              r.selectionBias, r.nGroup, r.topkGroup, r.softmaxAfter, r.p,
              r.capacityFactor, r.nullExperts, c.enabled, c.factor, c.absolute,
-             int(c.group), int(c.overflow))
+             int(c.group), int(c.overflow), int(s.expertWeights))
       .str();
 }
 
@@ -284,9 +285,6 @@ std::string validate(const frontend::LayerSpec &spec) {
 std::shared_ptr<CompiledLayer> Engine::compile(const frontend::LayerSpec &spec,
                                                std::string *error) {
   std::string problem = validate(spec);
-  if (impl->options.dtype != "f32")
-    problem = "dtype '" + impl->options.dtype +
-              "': only f32 layers are compiled so far";
   if (!problem.empty()) {
     if (error)
       *error = "invalid layer: " + problem;
@@ -304,6 +302,12 @@ std::shared_ptr<CompiledLayer> Engine::compile(const frontend::LayerSpec &spec,
 std::shared_ptr<CompiledLayer>
 Engine::compileModel(const std::string &directory, int64_t layerIndex,
                      std::string *error) {
+  frontend::WeightType weightType;
+  if (!frontend::parseWeightType(impl->options.dtype, weightType)) {
+    if (error)
+      *error = "dtype '" + impl->options.dtype + "': expected f32 or bf16";
+    return nullptr;
+  }
   auto model = frontend::importModel(directory, layerIndex);
   if (!model) {
     if (error)
@@ -317,6 +321,7 @@ Engine::compileModel(const std::string &directory, int64_t layerIndex,
                    .str();
     return nullptr;
   }
+  frontend::setExpertWeights(*model, weightType, /*keepF32=*/false);
   std::shared_ptr<CompiledLayer> layer = compile(model->layers[0], error);
   if (!layer)
     return nullptr;

@@ -57,7 +57,7 @@ static cl::opt<std::string> tokenList("tokens",
                                       cl::desc("Comma-separated token counts"),
                                       cl::init("1,16,128,1024"),
                                       cl::cat(category));
-static cl::opt<std::string> dtype("dtype", cl::desc("Weight type: f32"),
+static cl::opt<std::string> dtype("dtype", cl::desc("Expert weight type: f32 or bf16"),
                                   cl::init("f32"), cl::cat(category));
 static cl::opt<bool> json("json", cl::desc("One JSON object per line"),
                           cl::cat(category));
@@ -173,9 +173,9 @@ int main(int argc, char **argv) {
   if (numThreads < 0)
     fail("--threads must be 0 or more");
   setNumThreads(numThreads);
-  if (dtype != "f32")
-    fail("--dtype " + dtype +
-         ": only f32 weights are compiled so far (bf16 is planned)");
+  WeightType weightType;
+  if (!parseWeightType(dtype, weightType))
+    fail("--dtype must be f32 or bf16, not '" + dtype + "'");
 
   std::vector<const Preset *> presets;
   Preset custom{"custom", customHidden, customFfn, customExperts,
@@ -213,6 +213,7 @@ int main(int argc, char **argv) {
 
   for (const Preset *p : presets) {
     LayerSpec spec = makeSpec(*p);
+    spec.expertWeights = weightType;
     LayerABI abi = describeLayer(spec, "bench");
     std::string error;
     std::shared_ptr<runtime::CompiledLayer> layer =
@@ -230,11 +231,14 @@ int main(int argc, char **argv) {
     };
 
     const int64_t d = p->d;
-    const double expertBytes = 3.0 * d * p->ffn * sizeof(float);
-    const double sharedBytes = 3.0 * d * p->sharedFfn * sizeof(float);
+    const double weightBytes = weightType == WeightType::BF16 ? 2 : 4;
+    const double expertBytes = 3.0 * d * p->ffn * weightBytes;
+    const double sharedBytes = 3.0 * d * p->sharedFfn * weightBytes;
     const double layerBytes = p->E * expertBytes + sharedBytes;
     std::vector<LayerWeights> copies;
     copies.push_back(makeWeights(spec, seed));
+    if (weightType == WeightType::BF16)
+      convertExpertWeightsToBF16(copies.back(), /*keepF32=*/false);
     if (!json)
       llvm::outs() << llvm::formatv(
           "{0}: d {1}, ffn {2}, E {3}, k {4}{5}; {6:f2} GiB of weights, "

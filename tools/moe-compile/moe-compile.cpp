@@ -79,6 +79,12 @@ static cl::opt<std::string>
                       "AddressSanitizer (link the object into a program "
                       "built with -fsanitize=address)"),
              cl::value_desc("address"), cl::cat(category));
+static cl::opt<std::string>
+    dtype("dtype",
+          cl::desc("Expert weight type: f32 (default) or bf16 (the "
+                   "NAME_weights fields w1, w2, shared_w1, shared_w2 then "
+                   "hold bf16 bits)"),
+          cl::init("f32"), cl::cat(category));
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
@@ -140,18 +146,22 @@ void embedLayerWeights(ModuleOp module, const LayerABI &abi,
   SmallVector<std::string> names;
   for (const EntryArg &field : abi.weights) {
     std::string name = abi.symbol + "__weight_" + field.name;
-    auto [data, count] = getWeightData(w, field.name);
-    Type element =
-        field.ctype == "int32_t" ? Type(b.getI32Type()) : b.getF32Type();
+    auto [data, count] = getWeightData(w, field);
+    // bf16 weights are stored as their 16-bit patterns.
+    Type element = field.ctype == "int32_t"    ? Type(b.getI32Type())
+                   : field.ctype == "uint16_t" ? Type(b.getI16Type())
+                                               : Type(b.getF32Type());
     auto type = RankedTensorType::get({int64_t(count)}, element);
-    Attribute value =
-        field.ctype == "int32_t"
-            ? DenseElementsAttr::get(
-                  type,
-                  ArrayRef<int32_t>(static_cast<const int32_t *>(data), count))
-            : DenseElementsAttr::get(
-                  type,
-                  ArrayRef<float>(static_cast<const float *>(data), count));
+    Attribute value;
+    if (field.ctype == "int32_t")
+      value = DenseElementsAttr::get(
+          type, ArrayRef<int32_t>(static_cast<const int32_t *>(data), count));
+    else if (field.ctype == "uint16_t")
+      value = DenseElementsAttr::get(
+          type, ArrayRef<int16_t>(static_cast<const int16_t *>(data), count));
+    else
+      value = DenseElementsAttr::get(
+          type, ArrayRef<float>(static_cast<const float *>(data), count));
     Type arrayType = LLVM::LLVMArrayType::get(element, count);
     auto global = LLVM::GlobalOp::create(b, arrayType, /*isConstant=*/true,
                                          LLVM::Linkage::Internal, name, value);
@@ -299,7 +309,7 @@ int compileMLIRFile(MLIRContext &context) {
 
   // Plain malloc: the caller frees returned buffers with free().
   if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false,
-                                      /*openmp=*/!noOpenMP))
+                                      /*openmp=*/!noOpenMP, targetCPU))
     fail(llvm::toString(std::move(error)));
   if (llvm::Error error = emitObjectFile(*module, outputObject,
                                          codegenOptions()))
@@ -364,11 +374,17 @@ int main(int argc, char **argv) {
   std::optional<int64_t> layer;
   if (onlyLayer >= 0)
     layer = onlyLayer;
+  WeightType weightType;
+  if (!parseWeightType(dtype, weightType))
+    fail("--dtype must be f32 or bf16, not '" + dtype + "'");
+  if (gpu && weightType != WeightType::F32)
+    fail("--dtype " + dtype + ": the nvptx target compiles f32 weights only");
   auto model = importModel(modelDir, layer);
   if (!model)
     fail(llvm::toString(model.takeError()));
   if (model->layers.empty())
     fail("the model in '" + modelDir + "' has no MoE layer");
+  setExpertWeights(*model, weightType);
 
   DialectRegistry registry;
   registerCompilerDialects(registry);
@@ -398,7 +414,7 @@ int main(int argc, char **argv) {
                  // Under ASan every temporary is its own malloc block, so
                  // its redzones sit right at its end.
                  /*cachingAllocator=*/sanitize.empty(),
-                 /*openmp=*/!noOpenMP)) {
+                 /*openmp=*/!noOpenMP, targetCPU)) {
     fail(llvm::toString(std::move(error)));
   }
   if (embedWeights)

@@ -41,6 +41,18 @@ static cl::opt<unsigned>
 static cl::opt<unsigned> seed("seed", cl::desc("Base random seed"),
                               cl::init(2026));
 static cl::opt<bool> verbose("verbose", cl::desc("Print every config"));
+static cl::opt<std::string>
+    dtype("dtype",
+          cl::desc("Expert weight type of every layer: f32 (default) or bf16"),
+          cl::init("f32"));
+static cl::opt<std::string>
+    targetCPU("target-cpu",
+              cl::desc("CPU the layers are compiled for (native, x86-64-v3, "
+                       "x86-64-v4, ...)"),
+              cl::init("native"));
+
+/// --dtype.
+static WeightType weightType = WeightType::F32;
 
 namespace {
 
@@ -209,6 +221,10 @@ public:
       if (s.sharedGate)
         w.sharedGate = normal(s.hidden, 1.0 / std::sqrt(d));
     }
+    if (weightType == WeightType::BF16) {
+      s.expertWeights = WeightType::BF16;
+      convertExpertWeightsToBF16(w);
+    }
     c.x = normal(t * s.hidden, 1.0);
     for (int64_t i = 0; i < t; ++i)
       c.tokenIds.push_back(s.hashVocab ? uniform(0, s.hashVocab - 1) : 0);
@@ -266,10 +282,24 @@ struct Mismatch {
     for (size_t i = 0; i < got.size(); ++i)
       if (!(std::fabs(double(got[i]) - want[i]) <=
             atol + rtol * std::fabs(want[i]))) {
-        message = llvm::formatv("{0}[{1}]: {2} vs reference {3}", what, i,
-                                got[i], want[i]);
+        message = llvm::formatv("{0}[{1}]: {2:e6} vs reference {3:e6}",
+                                what, i, got[i], want[i]);
         return;
       }
+  }
+  /// At least `fraction` of the elements within the default tolerances.
+  void mostlyClose(llvm::StringRef what, llvm::ArrayRef<float> got,
+                   llvm::ArrayRef<float> want, double fraction) {
+    if (any() || got.size() != want.size())
+      return;
+    size_t far = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      far += !(std::fabs(double(got[i]) - want[i]) <=
+               1e-5 + 1e-4 * std::fabs(want[i]));
+    if (far > (1.0 - fraction) * got.size())
+      message = llvm::formatv("{0}: {1} of {2} elements differ by more than "
+                              "rtol 1e-4, atol 1e-5",
+                              what, far, got.size());
   }
   void equal(llvm::StringRef what, llvm::ArrayRef<int32_t> got,
              llvm::ArrayRef<int32_t> want) {
@@ -293,18 +323,20 @@ std::string runCase(MLIRContext &context, const Case &c) {
   const LayerSpec &spec = c.spec;
   LayerABI abi = describeLayer(spec, "diff_" + spec.name);
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, {abi});
-  if (llvm::Error error = lowerToLLVM(*module, {abi}))
+  if (llvm::Error error = lowerToLLVM(*module, {abi}, /*cachingAllocator=*/true,
+                                      /*openmp=*/true, targetCPU))
     return "compile: " + llvm::toString(std::move(error));
-  auto jit = JitModule::create(*module, CodegenOptions());
+  CodegenOptions codegen;
+  codegen.targetCPU = targetCPU;
+  auto jit = JitModule::create(*module, codegen);
   if (!jit)
     return "jit: " + llvm::toString(jit.takeError());
   auto forwardAddr = (*jit)->lookup(abi.symbol);
   auto routeAddr = (*jit)->lookup(abi.symbol + "_route");
-  if (!forwardAddr || !routeAddr) {
-    llvm::consumeError(forwardAddr.takeError());
-    llvm::consumeError(routeAddr.takeError());
-    return "missing entry points";
-  }
+  if (!forwardAddr)
+    return "entry point: " + llvm::toString(forwardAddr.takeError());
+  if (!routeAddr)
+    return "route entry point: " + llvm::toString(routeAddr.takeError());
   auto forward = reinterpret_cast<ForwardFn>(*forwardAddr);
   auto route = reinterpret_cast<RouteFn>(*routeAddr);
 
@@ -342,7 +374,17 @@ std::string runCase(MLIRContext &context, const Case &c) {
   m.close("weights", out.weights, ref.weights);
   m.equal("rows", out.rows, ref.rows);
   m.equal("expert_load", out.load, ref.load);
-  m.close("output", y, ref.output);
+  // bf16: the hidden activations are rounded to bf16 from f32 here and
+  // from double in the reference. They round alike except near a midpoint
+  // between two bf16 values, where one step (2^-8 relative) moves every
+  // output of that token by the step times a weight. So nearly all outputs
+  // agree as closely as in f32, and the rest within 1e-2.
+  if (spec.expertWeights == WeightType::BF16) {
+    m.close("output", y, ref.output, 1e-2, 1e-2);
+    m.mostlyClose("output", y, ref.output, 0.99);
+  } else {
+    m.close("output", y, ref.output);
+  }
   if (spec.router.family != RouterFamily::Hash) {
     m.close("aux_loss", {out.auxLoss}, {ref.auxLoss});
     m.close("z_loss", {out.zLoss}, {ref.zLoss});
@@ -363,6 +405,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   setNumThreads(numThreads);
+  if (!parseWeightType(dtype, weightType)) {
+    llvm::errs() << "moe-difftest: error: --dtype must be f32 or bf16, not '"
+                 << dtype << "'\n";
+    return 2;
+  }
   DialectRegistry registry;
   registerCompilerDialects(registry);
   MLIRContext context(registry);

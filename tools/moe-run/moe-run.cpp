@@ -63,6 +63,9 @@ static cl::opt<unsigned> seed("seed", cl::desc("Random seed"), cl::init(1),
 static cl::opt<unsigned> repeat("repeat",
                                 cl::desc("Timed runs without --check"),
                                 cl::init(10), cl::cat(category));
+static cl::opt<std::string>
+    dtype("dtype", cl::desc("Expert weight type: f32 (default) or bf16"),
+          cl::init("f32"), cl::cat(category));
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
@@ -153,8 +156,8 @@ LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
   auto weights = std::make_shared<std::vector<DeviceBuffer>>();
   auto table = std::make_shared<std::vector<const void *>>();
   for (const EntryArg &field : abi.weights) {
-    auto [data, count] = getWeightData(w, field.name);
-    weights->emplace_back(data, count * 4);
+    auto [data, count] = getWeightData(w, field);
+    weights->emplace_back(data, count * elementBytes(field.ctype));
     table->push_back(weights->back().data);
   }
   int64_t hidden = abi.spec.hidden;
@@ -529,6 +532,11 @@ int main(int argc, char **argv) {
 
   if (device != "cpu" && device != "cuda")
     fail("--device must be cpu or cuda, not '" + device + "'");
+  WeightType weightType;
+  if (!parseWeightType(dtype, weightType))
+    fail("--dtype must be f32 or bf16, not '" + dtype + "'");
+  if (onGPU() && weightType != WeightType::F32)
+    fail("--dtype " + dtype + ": --device cuda runs f32 weights only");
   std::string chip = chipOpt;
   if (!chip.empty() && chip != "sm_80" && chip != "sm_90")
     fail("--chip must be sm_80 or sm_90, not '" + chip + "'");
@@ -553,6 +561,7 @@ int main(int argc, char **argv) {
   ImportedModel model = check(importModel(modelDir, layer));
   if (model.layers.empty())
     fail("the model in '" + modelDir + "' has no MoE layer");
+  setExpertWeights(model, weightType, /*keepF32=*/false);
 
   DialectRegistry registry;
   registerCompilerDialects(registry);
@@ -565,7 +574,9 @@ int main(int argc, char **argv) {
   if (onGPU()) {
     if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, "fatbin"))
       fail(llvm::toString(std::move(error)));
-  } else if (llvm::Error error = lowerToLLVM(*module, abis)) {
+  } else if (llvm::Error error = lowerToLLVM(*module, abis,
+                                             /*cachingAllocator=*/true,
+                                             /*openmp=*/true, targetCPU)) {
     fail(llvm::toString(std::move(error)));
   }
   Entries entries = compile(*module, abis);

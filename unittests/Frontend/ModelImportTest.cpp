@@ -305,6 +305,56 @@ TEST(ModelImport, MixtralTwoLayersAndOnlyLayer) {
   EXPECT_EQ(only.weights[0].gate, model.weights[1].gate);
 }
 
+TEST(BF16, RoundsToNearestEven) {
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  };
+  auto fromBits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  EXPECT_EQ(toBF16(1.0f), 0x3F80);
+  EXPECT_EQ(toBF16(-2.5f), 0xC020);
+  // Halfway cases go to the even neighbour; past halfway rounds up.
+  EXPECT_EQ(toBF16(fromBits(0x3F808000)), 0x3F80);
+  EXPECT_EQ(toBF16(fromBits(0x3F818000)), 0x3F82);
+  EXPECT_EQ(toBF16(fromBits(0x3F808001)), 0x3F81);
+  EXPECT_EQ(toBF16(fromBits(0x3F807FFF)), 0x3F80);
+  // Overflow rounds to infinity; infinities and NaNs stay (NaN quiet).
+  EXPECT_EQ(toBF16(fromBits(0x7F7FFFFF)), 0x7F80);
+  EXPECT_EQ(toBF16(INFINITY), 0x7F80);
+  EXPECT_EQ(toBF16(-INFINITY), 0xFF80);
+  EXPECT_TRUE(std::isnan(fromBF16(toBF16(fromBits(0x7F800001)))));
+  EXPECT_TRUE(std::isnan(fromBF16(toBF16(NAN))));
+  // bf16 values come back exactly.
+  for (uint32_t b : {0x0000u, 0x8000u, 0x0001u, 0x3F80u, 0x4049u, 0xC2F7u})
+    EXPECT_EQ(toBF16(fromBF16(b)), b);
+  EXPECT_EQ(bits(fromBF16(0x4049)), 0x40490000u);
+}
+
+TEST(ModelImport, ConvertsExpertWeightsToBF16) {
+  ImportedModel model = importOrFail(goldenDir("qwen2_moe_t40"));
+  ImportedModel f32 = model;
+  setExpertWeights(model, WeightType::BF16, /*keepF32=*/false);
+  ASSERT_EQ(model.layers.size(), 1u);
+  EXPECT_EQ(model.layers[0].expertWeights, WeightType::BF16);
+  const LayerWeights &w = model.weights[0], &ref = f32.weights[0];
+  // The f32 expert arrays are released, the router's kept.
+  EXPECT_TRUE(w.w1.empty() && w.w2.empty() && w.sharedW1.empty());
+  EXPECT_EQ(w.gate, ref.gate);
+  EXPECT_EQ(w.sharedGate, ref.sharedGate);
+  ASSERT_EQ(w.w1BF16.size(), ref.w1.size());
+  ASSERT_EQ(w.sharedW2BF16.size(), ref.sharedW2.size());
+  for (size_t i = 0; i < ref.w1.size(); i += 97)
+    EXPECT_EQ(w.w1BF16[i], toBF16(ref.w1[i]));
+  for (size_t i = 0; i < ref.sharedW2.size(); i += 31)
+    EXPECT_NEAR(fromBF16(w.sharedW2BF16[i]), ref.sharedW2[i],
+                std::fabs(ref.sharedW2[i]) / 256);
+}
+
 TEST(ModelImport, Qwen2MoeWithGatedSharedExpert) {
   ImportedModel model = importOrFail(goldenDir("qwen2_moe_t40"));
   EXPECT_EQ(model.modelType, "qwen2_moe");

@@ -42,8 +42,15 @@ void registerCompilerDialects(DialectRegistry &registry);
 /// returns can be released with free(). With `openmp`, the kernels'
 /// parallel loops run on the OpenMP runtime (link or load libomp, see
 /// getOpenMPLibrary); without it they run on the calling thread.
+/// `targetCPU` (as in CodegenOptions) chooses instructions the lowering
+/// emits itself: AVX-512 BF16 dot products for bf16 expert weights where
+/// the CPU has them.
 llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
-                        bool cachingAllocator = true, bool openmp = true);
+                        bool cachingAllocator = true, bool openmp = true,
+                        llvm::StringRef targetCPU = "native");
+/// Whether `targetCPU` ("native" or an LLVM CPU name) has AVX-512 BF16
+/// dot products (vdpbf16ps); an error for an unknown CPU.
+llvm::Expected<bool> hasBF16DotProducts(llvm::StringRef targetCPU);
 
 /// Runs the NVPTX pipeline on `module` (built by buildLayerModule) for
 /// `chip` (sm_80 or sm_90), device code in `format` (isa: PTX, JIT-compiled

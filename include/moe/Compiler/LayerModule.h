@@ -49,7 +49,8 @@ struct EntryArg {
   ArgSource source;
   int field = 0;
   std::string name;  ///< the C field name (weights/routing)
-  std::string ctype; ///< element C type: float, int32_t, int64_t
+  std::string ctype; ///< element C type: float, int32_t, int64_t, uint16_t
+                     ///< (bf16 bits)
   std::vector<DimSpec> shape;
 };
 
@@ -94,10 +95,13 @@ buildLayerModule(MLIRContext *ctx, llvm::ArrayRef<LayerABI> layers,
 /// The C header text declaring the entries of `layers`.
 std::string emitCHeader(llvm::ArrayRef<LayerABI> layers, llvm::StringRef guard);
 
-/// The array behind weight field `name` ("gate", "w1", ...): its data and
-/// element count (f32, or i32 for "hash_table").
+/// The array behind weight field `field` ("gate", "w1", ...): its data and
+/// element count (f32; i32 for "hash_table"; bf16 bits for fields of C
+/// type uint16_t, from the LayerWeights bf16 arrays).
 std::pair<const void *, size_t> getWeightData(const frontend::LayerWeights &w,
-                                              llvm::StringRef name);
+                                              const EntryArg &field);
+/// Bytes per element of a buffer of C type `ctype`.
+int64_t elementBytes(llvm::StringRef ctype);
 
 /// Weight pointers in NAME_weights field order, for calling an entry.
 std::vector<const void *> getWeightPointers(const LayerABI &abi,

@@ -22,6 +22,11 @@ enum class Scoring { Softmax, Sigmoid };
 enum class ExpertActivation { SiluGlu, Gelu, Relu };
 enum class CapacityGroupKind { Batch, Sequence, Request };
 enum class Overflow { Drop, Passthrough, Reroute };
+/// Precision of the expert weights (w1, w2 and the shared expert's). The
+/// router, its biases, the tokens and the outputs stay f32. With bf16, the
+/// expert GEMMs round both operands (tokens or hidden activations, and
+/// weights) to bf16 to nearest even and sum the products in f32.
+enum class WeightType { F32, BF16 };
 
 /// Expert capacity (token-choice families only). Exactly one of `factor`
 /// (> 0) and `absolute` (>= 1) is set when `enabled`.
@@ -69,6 +74,7 @@ struct LayerSpec {
   /// Tokens per sequence when capacity groups are sequences (0: unknown,
   /// given at run time).
   int64_t sequenceLength = 0;
+  WeightType expertWeights = WeightType::F32;
 
   /// Routing slots per token: k (topk), k_max (top_p), E (expert_choice),
   /// 1 (hash, balanced).
@@ -90,7 +96,22 @@ struct LayerWeights {
   std::vector<float> sharedW1;      ///< [2Fs or Fs, d]  (optional)
   std::vector<float> sharedW2;      ///< [d, Fs]
   std::vector<float> sharedGate;    ///< [1, d]          (optional)
+  /// For bf16 expert weights: w1, w2, sharedW1 and sharedW2 as bf16 bits
+  /// (see convertExpertWeightsToBF16). The compiled layer reads these; the
+  /// f32 arrays may then be dropped.
+  std::vector<uint16_t> w1BF16, w2BF16, sharedW1BF16, sharedW2BF16;
 };
+
+/// `value` rounded to bf16 to nearest even (NaN stays a quiet NaN).
+uint16_t toBF16(float value);
+/// The f32 value of bf16 bits (exact).
+float fromBF16(uint16_t bits);
+/// Fills the bf16 arrays of `w` from its f32 expert weights; without
+/// `keepF32`, the f32 expert arrays are released afterwards.
+void convertExpertWeightsToBF16(LayerWeights &w, bool keepF32 = true);
+/// "f32" or "bf16"; parseWeightType returns false for any other name.
+const char *getWeightTypeName(WeightType type);
+bool parseWeightType(const std::string &name, WeightType &type);
 
 } // namespace mlir::moe::frontend
 

@@ -39,6 +39,13 @@ llvm::Expected<ImportedModel>
 importModel(llvm::StringRef directory,
             std::optional<int64_t> onlyLayer = std::nullopt);
 
+/// Makes every layer of `model` use expert weights of `type`, converting
+/// the weights (bf16: rounded to nearest even; a BF16 checkpoint's values
+/// come back exactly). Without `keepF32`, the f32 expert arrays are
+/// released once converted.
+void setExpertWeights(ImportedModel &model, WeightType type,
+                      bool keepF32 = true);
+
 } // namespace mlir::moe::frontend
 
 #endif // MOE_FRONTEND_MODELIMPORT_H

@@ -41,15 +41,17 @@ struct EngineOptions {
   /// under ThreadSanitizer, which cannot see uninstrumented atomics. The
   /// environment variable MOE_ENGINE_PLAIN_MALLOC=1 turns it off too.
   bool cachingAllocator = true;
-  /// Weight and activation precision: "f32" (the only one compiled so
-  /// far; anything else makes every compile fail with a message).
+  /// Expert weight type of the layers compileModel imports: "f32" or
+  /// "bf16" (the weights are converted once at import; anything else makes
+  /// compileModel fail with a message). compile() follows the spec's
+  /// expertWeights.
   std::string dtype = "f32";
 };
 
 /// One weight the layer takes, in argument order.
 struct WeightInfo {
   std::string name;  ///< "gate", "w1", "w2", ...
-  std::string ctype; ///< "float" or "int32_t"
+  std::string ctype; ///< "float", "int32_t" or "uint16_t" (bf16 bits)
   int64_t elements = 0;
 };
 

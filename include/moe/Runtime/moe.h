@@ -72,6 +72,8 @@ typedef struct moe_layer_desc {
   int64_t top_k;       /* k */
   int32_t renormalize; /* renormalize the k selected softmax weights */
   int64_t shared_ffn;  /* width of one shared SwiGLU expert (0: none) */
+  int32_t bf16_weights; /* nonzero: the expert weights (w1, w2, shared_w1,
+                         * shared_w2) are bf16 bits, uint16_t each */
 } moe_layer_desc;
 
 /* target_cpu: NULL or "native", "x86-64-v3", "x86-64-v4", an LLVM CPU name.
@@ -100,7 +102,8 @@ void moe_layer_release(moe_layer *layer);
 int64_t moe_layer_hidden(const moe_layer *layer);
 /* The weights the layer takes, in argument order: their count, and for
  * each its name ("gate", "w1", "w2", "shared_w1", ...) and element count
- * (float, or int32 for "hash_table"). */
+ * (float; int32 for "hash_table"; bf16 bits, 2 bytes each, for the expert
+ * weights of a layer compiled with bf16_weights). */
 int64_t moe_layer_weight_count(const moe_layer *layer);
 int32_t moe_layer_weight_info(const moe_layer *layer, int64_t index,
                               const char **name, int64_t *elements);

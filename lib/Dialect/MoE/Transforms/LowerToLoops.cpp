@@ -37,6 +37,7 @@
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/Dialect/X86Vector/X86VectorDialect.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 #include "mlir/IR/PatternMatch.h"
@@ -1266,6 +1267,64 @@ VectorType vec16(OpBuilder &b) {
   return VectorType::get({kLanes}, b.getF32Type());
 }
 
+/// f32 values (a vector) rounded to bf16 to nearest even, NaN kept quiet.
+/// With `hardware`, arith.truncf (vcvtneps2bf16 on AVX-512 BF16); otherwise
+/// in integer ops, since LLVM would call compiler-rt's __truncsfbf2 per
+/// lane.
+Value roundToBF16(Emitter &em, Value v, bool hardware) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto type = cast<VectorType>(v.getType());
+  auto bf16s = VectorType::get(type.getShape(), b.getBF16Type());
+  if (hardware)
+    return arith::TruncFOp::create(b, bf16s, v);
+  auto i32s = VectorType::get(type.getShape(), b.getI32Type());
+  auto splat = [&](int64_t c) {
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(i32s, b.getI32IntegerAttr(c)));
+  };
+  Value bits = vector::BitCastOp::create(b, i32s, v);
+  Value high = arith::ShRUIOp::create(b, bits, splat(16));
+  Value lsb = arith::AndIOp::create(b, high, splat(1));
+  Value rounded = arith::ShRUIOp::create(
+      b,
+      arith::AddIOp::create(b, bits, arith::AddIOp::create(b, lsb, splat(0x7FFF))),
+      splat(16));
+  Value nan = em.cmpf(arith::CmpFPredicate::UNO, v, v);
+  Value quiet = arith::OrIOp::create(b, high, splat(0x40));
+  Value result = em.select(nan, quiet, rounded);
+  auto i16s = VectorType::get(type.getShape(), b.getI16Type());
+  return vector::BitCastOp::create(b, bf16s,
+                                   arith::TruncIOp::create(b, i16s, result));
+}
+
+/// acc + a . b over pairs of bf16 lanes: lane i of the f32 result adds
+/// a[2i+1] * b[2i+1], then a[2i] * b[2i] (products of bf16 values are exact
+/// in f32). With `hardware`, AVX-512 BF16's vdpbf16ps; otherwise the same
+/// sum in two f32 FMAs on the widened halves (bf16 is the top half of an
+/// f32), which differs only where vdpbf16ps flushes denormals.
+Value bf16PairDot(Emitter &em, Value acc, Value a, Value w, bool hardware) {
+  ImplicitLocOpBuilder &b = em.b;
+  if (hardware)
+    return x86vector::DotBF16Op::create(b, acc.getType(), acc, a, w);
+  auto i32s = VectorType::get({kLanes}, b.getI32Type());
+  auto splat = [&](int64_t v) {
+    return arith::ConstantOp::create(
+        b, DenseElementsAttr::get(i32s, b.getI32IntegerAttr(v)));
+  };
+  Value shift = splat(16), high = splat(int64_t(0xFFFF0000u) - (1ll << 32));
+  auto halves = [&](Value v) -> std::pair<Value, Value> {
+    Value bits = vector::BitCastOp::create(b, i32s, v);
+    Value even = arith::ShLIOp::create(b, bits, shift);
+    Value odd = arith::AndIOp::create(b, bits, high);
+    return {vector::BitCastOp::create(b, acc.getType(), even),
+            vector::BitCastOp::create(b, acc.getType(), odd)};
+  };
+  auto [aEven, aOdd] = halves(a);
+  auto [wEven, wOdd] = halves(w);
+  Value sum = vector::FMAOp::create(b, aOdd, wOdd, acc);
+  return vector::FMAOp::create(b, aEven, wEven, sum);
+}
+
 /// The buffers and extents both grouped_matmul lowerings start from, and
 /// the fresh output buffer.
 struct GroupedMatmulOperands {
@@ -1300,8 +1359,15 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
   return o;
 }
 
-Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
+                             bool bf16Dot) {
   Emitter em(b);
+  // bf16 weights: operands are rounded to bf16 (the tokens as they are
+  // packed), k runs in pairs, and products accumulate in f32.
+  bool bf16 = getElementTypeOrSelf(op.getWeight()).isBF16();
+  Type bf16Type = b.getBF16Type();
+  auto pairVec = VectorType::get({2 * kLanes}, bf16Type);
+  auto wideVec = VectorType::get({2 * kLanes}, b.getF32Type());
   auto resultType = cast<RankedTensorType>(op.getType());
   Value zero = em.idx(0), one = em.idx(1);
   GroupedMatmulOperands o = getGroupedMatmulOperands(em, op);
@@ -1347,9 +1413,15 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
     em.store(em.add(em.load(pstart, {e}), panels), pstart, {em.add(e, one)});
   });
   Value numPanels = em.load(pstart, {E});
+  // bf16 panels hold pairs: panels[p, k / 2, 2 * row + k % 2], with room
+  // for whole 32-wide chunks of k (the tail is zero).
+  Value depthChunks = ceilDiv(depth, 2 * kLanes);
   Value panels =
-      em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
-               b.getF32Type(), {numPanels, depth});
+      bf16 ? em.alloc({ShapedType::kDynamic, ShapedType::kDynamic,
+                       2 * kPanelRows},
+                      bf16Type, {numPanels, em.mul(depthChunks, em.idx(kLanes))})
+           : em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
+                      b.getF32Type(), {numPanels, depth});
   // Pack, one expert per work item; padding rows are zero.
   parallelLoop(em, zero, E, [&](Value e) {
     Value lo, hi;
@@ -1365,9 +1437,29 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
       Value src, valid;
       std::tie(src, valid) = sourceRow(em.minI(r, em.sub(hi, one)));
       valid = em.andI(valid, em.lt(r, hi));
-      em.loop(zero, depth, [&](Value k) {
-        Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
-        em.store(v, panels, {p, k, j});
+      if (!bf16) {
+        em.loop(zero, depth, [&](Value k) {
+          Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
+          em.store(v, panels, {p, k, j});
+        });
+        return;
+      }
+      // 32 values of k at a time, rounded to bf16 and stored as 16 pairs.
+      Value zeroWide = em.f32Like(wideVec, 0.0);
+      Value col = em.mul(j, em.idx(2));
+      em.loop(zero, depthChunks, [&](Value c) {
+        Value v = vector::TransferReadOp::create(
+            b, wideVec, x, ValueRange{src, em.mul(c, em.idx(2 * kLanes))},
+            em.f32(0.0), ArrayRef<bool>{false});
+        Value h = roundToBF16(em, em.select(valid, v, zeroWide), bf16Dot);
+        Value k2 = em.mul(c, em.idx(kLanes));
+        for (int64_t i = 0; i < kLanes; ++i) {
+          Value pair = vector::ExtractStridedSliceOp::create(
+              b, h, ArrayRef<int64_t>{2 * i}, ArrayRef<int64_t>{2},
+              ArrayRef<int64_t>{1});
+          vector::StoreOp::create(b, pair, panels,
+                                  ValueRange{p, em.add(k2, em.idx(i)), col});
+        }
       });
     });
   });
@@ -1392,22 +1484,81 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
     }
     return rows;
   };
-  // k in whole vectors (unmasked reads), then the zero-padded tail.
+  // k in whole vectors (unmasked reads), then the zero-padded tail; a
+  // vector is 16 values of k in f32, 32 in bf16.
+  int64_t kVec = bf16 ? 2 * kLanes : kLanes;
   Value depthMain =
-      em.mul(arith::DivUIOp::create(b, depth, em.idx(kLanes)), em.idx(kLanes));
+      em.mul(arith::DivUIOp::create(b, depth, em.idx(kVec)), em.idx(kVec));
   auto dotOverK =
       [&](ValueRange inits,
           function_ref<SmallVector<Value>(Value, bool, ValueRange)> body) {
         SmallVector<Value> acc = em.loop(
             zero, depthMain, inits,
-            [&](Value k0, ValueRange c) { return body(k0, true, c); }, kLanes);
+            [&](Value k0, ValueRange c) { return body(k0, true, c); }, kVec);
         return em.loop(
             depthMain, depth, acc,
-            [&](Value k0, ValueRange c) { return body(k0, false, c); }, kLanes);
+            [&](Value k0, ValueRange c) { return body(k0, false, c); }, kVec);
       };
+  Value bf16Zero = arith::ConstantOp::create(b, b.getFloatAttr(bf16Type, 0.0));
   auto readVec = [&](Value buffer, ValueRange idx, bool inBounds) -> Value {
     return vector::TransferReadOp::create(b, vt, buffer, idx, em.f32(0.0),
                                           ArrayRef<bool>{inBounds});
+  };
+  // The decode kernel's operands along k: token values (rounded to bf16
+  // for bf16 weights) and weight values.
+  auto readTokens = [&](ValueRange idx, bool inBounds) -> Value {
+    if (!bf16)
+      return readVec(x, idx, inBounds);
+    Value v = vector::TransferReadOp::create(b, wideVec, x, idx, em.f32(0.0),
+                                             ArrayRef<bool>{inBounds});
+    return roundToBF16(em, v, bf16Dot);
+  };
+  auto readWeights = [&](ValueRange idx, bool inBounds) -> Value {
+    if (!bf16)
+      return readVec(w, idx, inBounds);
+    return vector::TransferReadOp::create(b, pairVec, w, idx, bf16Zero,
+                                          ArrayRef<bool>{inBounds});
+  };
+  auto multiplyAdd = [&](Value a, Value wv, Value acc) -> Value {
+    if (bf16)
+      return bf16PairDot(em, acc, a, wv, bf16Dot);
+    return vector::FMAOp::create(b, vt, a, wv, acc);
+  };
+  // One k step of the panel kernel (k, or the pair 2k and 2k + 1 for
+  // bf16): the panel's vectors times broadcast weights of the tile's rows.
+  auto panelStep = [&](Value e, Value p, Value k, ArrayRef<Value> wr, bool inBounds,
+                       ValueRange c) {
+    Value a[kPanelVecs];
+    for (int64_t v = 0; v < kPanelVecs; ++v)
+      a[v] = vector::LoadOp::create(
+          b, bf16 ? pairVec : vt, panels,
+          ValueRange{p, k, em.idx(v * kLanes * (bf16 ? 2 : 1))});
+    SmallVector<Value> next;
+    for (int64_t i = 0; i < kTileCols; ++i) {
+      Value bc;
+      if (!bf16) {
+        bc = vector::BroadcastOp::create(b, vt, em.load(w, {e, wr[i], k}));
+      } else {
+        auto pairType = VectorType::get({2}, bf16Type);
+        SmallVector<Value> idx = {e, wr[i], em.mul(k, em.idx(2))};
+        Value pair =
+            inBounds ? (Value)vector::LoadOp::create(b, pairType, w, idx)
+                     : (Value)vector::TransferReadOp::create(
+                           b, pairType, w, idx, bf16Zero,
+                           ArrayRef<bool>{false});
+        auto i32s = VectorType::get({kLanes}, b.getI32Type());
+        Value bits = vector::ExtractOp::create(
+            b,
+            vector::BitCastOp::create(
+                b, VectorType::get({1}, b.getI32Type()), pair),
+            ArrayRef<int64_t>{0});
+        bc = vector::BitCastOp::create(
+            b, pairVec, vector::BroadcastOp::create(b, i32s, bits));
+      }
+      for (int64_t v = 0; v < kPanelVecs; ++v)
+        next.push_back(multiplyAdd(a[v], bc, c[i * kPanelVecs + v]));
+    }
+    return next;
   };
 
   // Work items are (chunk of column blocks, expert) pairs, chunk major, so
@@ -1416,10 +1567,10 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   // panels are taken in blocks that stay in L2 while the chunk's weight
   // tiles stream past them.
   Value chunkBlocks = ceilDiv(colBlocks, kColumnChunks);
-  Value blockPanels =
-      em.maxI(one, arith::DivUIOp::create(
-                       b, em.idx(kPanelBlockBytes),
-                       em.mul(em.maxI(depth, one), em.idx(kPanelRows * 4))));
+  Value blockPanels = em.maxI(
+      one, arith::DivUIOp::create(
+               b, em.idx(kPanelBlockBytes),
+               em.mul(em.maxI(depth, one), em.idx(kPanelRows * (bf16 ? 2 : 4)))));
   parallelLoop(em, zero, em.mul(em.idx(kColumnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
     Value jbLo = em.mul(arith::DivUIOp::create(b, item, E), chunkBlocks);
@@ -1458,25 +1609,24 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol) {
               em.loop(pm, pmHi, [&](Value p) {
                 SmallVector<Value> inits(kPanelVecs * kTileCols, zeroVec);
+                // bf16: whole pairs of k, then the last k alone when the
+                // depth is odd (its weight read masked).
+                Value steps = bf16 ? arith::DivUIOp::create(b, depth, em.idx(2))
+                                         .getResult()
+                                   : depth;
                 SmallVector<Value> acc = em.loop(
-                    zero, depth, inits,
-                    [&](Value k, ValueRange c) -> SmallVector<Value> {
-                      Value a[kPanelVecs];
-                      for (int64_t v = 0; v < kPanelVecs; ++v)
-                        a[v] = vector::LoadOp::create(
-                            b, vt, panels,
-                            ValueRange{p, k, em.idx(v * kLanes)});
-                      SmallVector<Value> next;
-                      for (int64_t i = 0; i < kTileCols; ++i) {
-                        Value s = em.load(w, {e, wr[i], k});
-                        Value bc = vector::BroadcastOp::create(b, vt, s);
-                        for (int64_t v = 0; v < kPanelVecs; ++v)
-                          next.push_back(vector::FMAOp::create(
-                              b, vt, a[v], bc, c[i * kPanelVecs + v]));
-                      }
-                      return next;
+                    zero, steps, inits,
+                    [&](Value k, ValueRange c) {
+                      return panelStep(e, p, k, wr, true, c);
                     },
                     1);
+                if (bf16)
+                  acc = em.loop(
+                      steps, ceilDiv(depth, 2), acc,
+                      [&](Value k, ValueRange c) {
+                        return panelStep(e, p, k, wr, false, c);
+                      },
+                      1);
                 // Rows of this panel: lo + (p - p0) * 32 + [0, 32).
                 Value base = em.add(lo, em.mul(em.sub(p, p0), panelRows));
                 for (int64_t v = 0; v < kPanelVecs; ++v) {
@@ -1535,13 +1685,13 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
                               ValueRange c) -> SmallVector<Value> {
                             SmallVector<Value> a, next;
                             for (int64_t q = 0; q < kDotRows; ++q)
-                              a.push_back(readVec(x, {srcs[q], k0}, inBounds));
+                              a.push_back(readTokens({srcs[q], k0}, inBounds));
                             for (int64_t j = 0; j < cols; ++j) {
                               Value wv =
-                                  readVec(w, {e, wr[j0 + j], k0}, inBounds);
+                                  readWeights({e, wr[j0 + j], k0}, inBounds);
                               for (int64_t q = 0; q < kDotRows; ++q)
-                                next.push_back(vector::FMAOp::create(
-                                    b, vt, a[q], wv, c[j * kDotRows + q]));
+                                next.push_back(
+                                    multiplyAdd(a[q], wv, c[j * kDotRows + q]));
                             }
                             return next;
                           });
@@ -1575,11 +1725,13 @@ Value lowerGroupedMatmulF32(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
   return toTensor(b, out, resultType);
 }
 
-Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
+                         bool bf16Dot) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
-  if (isF32(op.getResult()) && isF32(op.getInput()) && isF32(op.getWeight()) &&
+  if (isF32(op.getResult()) && isF32(op.getInput()) &&
+      (isF32(op.getWeight()) || getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
-    return lowerGroupedMatmulF32(b, op);
+    return lowerGroupedMatmulFast(b, op, bf16Dot);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -1663,7 +1815,19 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
           {utils::IteratorType::parallel, utils::IteratorType::parallel,
            utils::IteratorType::reduction},
           [](OpBuilder &nb, Location loc, ValueRange args) {
-            Value prod = arith::MulFOp::create(nb, loc, args[0], args[1]);
+            // Mixed precisions (f16 or bf16 weights on f32 tokens, ...)
+            // multiply in the accumulator's type.
+            Type accType = args[2].getType();
+            auto toAcc = [&](Value v) -> Value {
+              auto from = cast<FloatType>(v.getType());
+              if (from == accType)
+                return v;
+              if (from.getWidth() < cast<FloatType>(accType).getWidth())
+                return arith::ExtFOp::create(nb, loc, accType, v);
+              return arith::TruncFOp::create(nb, loc, accType, v);
+            };
+            Value prod =
+                arith::MulFOp::create(nb, loc, toAcc(args[0]), toAcc(args[1]));
             Value sum = arith::AddFOp::create(nb, loc, args[2], prod);
             linalg::YieldOp::create(nb, loc, sum);
           });
@@ -2299,7 +2463,8 @@ Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
 // The pass
 //===----------------------------------------------------------------------===//
 
-LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu) {
+LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
+                       bool bf16Dot) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
@@ -2311,8 +2476,15 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu) {
       .Case([&](RouteOp route) { status = lowerRoute(b, route, results, gpu); })
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {
+        if (gpu && !getElementTypeOrSelf(matmul.getWeight()).isF32()) {
+          status = matmul.emitOpError(
+              "has no GPU lowering for weights of type ")
+                   << getElementTypeOrSelf(matmul.getWeight())
+                   << " yet (f32 only)";
+          return;
+        }
         results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
-                              : lowerGroupedMatmul(b, matmul));
+                              : lowerGroupedMatmul(b, matmul, bf16Dot));
       })
       .Case([&](CombineOp combine) {
         results.push_back(lowerCombine(b, combine, gpu));
@@ -2347,7 +2519,7 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op, gpu)))
+      if (failed(lowerOne(rewriter, op, gpu, bf16Dot)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -2358,7 +2530,7 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op, gpu)))
+      if (failed(lowerOne(rewriter, op, gpu, bf16Dot)))
         return signalPassFailure();
     }
   }

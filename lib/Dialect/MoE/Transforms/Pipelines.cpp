@@ -19,16 +19,17 @@ constexpr const char *kBufferize =
     "function-boundary-type-conversion=identity-layout-map},"
     "buffer-deallocation-pipeline,";
 
-std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp) {
+std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
+                                         bool bf16Dot) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
   std::string finalize = genericAllocation
                              ? "finalize-memref-to-llvm{use-generic-functions},"
                              : "finalize-memref-to-llvm,";
-  return std::string("moe-expand-layer,"
-                     "moe-lower-to-loops,"
-                     "moe-approximate-vector-math,"
-                     "canonicalize,cse,") +
+  return std::string("moe-expand-layer,") +
+         (bf16Dot ? "moe-lower-to-loops{bf16-dot}," : "moe-lower-to-loops,") +
+         "moe-approximate-vector-math,"
+         "canonicalize,cse," +
          kBufferize +
          (openmp ? "convert-scf-to-openmp,moe-inline-alloca-scopes," : "") +
          std::string("convert-linalg-to-loops,"
@@ -37,7 +38,8 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp) {
                      "lower-affine,"
                      "convert-math-to-llvm,"
                      "convert-math-to-libm,"
-                     "convert-vector-to-llvm{reassociate-fp-reductions},") +
+                     "convert-vector-to-llvm{reassociate-fp-reductions "
+                     "enable-x86vector},") +
          finalize + "convert-to-llvm,reconcile-unrealized-casts";
 }
 
@@ -133,8 +135,9 @@ LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
 
 LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
                                              bool genericAllocation,
-                                             bool openmp) {
-  return parsePassPipeline(getMoECPUPipeline(genericAllocation, openmp), pm,
+                                             bool openmp, bool bf16Dot) {
+  return parsePassPipeline(getMoECPUPipeline(genericAllocation, openmp, bf16Dot),
+                           pm,
                            llvm::errs());
 }
 
@@ -161,6 +164,12 @@ struct NVPTXPipelineOptions : public PassPipelineOptions<NVPTXPipelineOptions> {
       llvm::cl::desc("CUDA toolkit directory (ptxas, nvvm/libdevice); "
                      "default: moe::findCUDAToolkit()")};
 };
+struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
+  Option<bool> bf16Dot{
+      *this, "bf16-dot",
+      llvm::cl::desc("bf16 weights: AVX-512 BF16 dot products (vdpbf16ps)"),
+      llvm::cl::init(false)};
+};
 } // namespace
 
 void mlir::moe::registerMoEPipelines() {
@@ -181,12 +190,13 @@ void mlir::moe::registerMoEPipelines() {
           llvm::report_fatal_error("invalid built-in moe-nvptx-pipeline");
       });
 
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<CPUPipelineOptions>(
       "moe-cpu-pipeline",
       "Lower moe IR on tensors to the LLVM dialect for the CPU "
       "(expand, lower to loops, bufferize, convert to LLVM)",
-      [](OpPassManager &pm) {
-        if (failed(buildMoECPUPipeline(pm)))
+      [](OpPassManager &pm, const CPUPipelineOptions &options) {
+        if (failed(buildMoECPUPipeline(pm, /*genericAllocation=*/false,
+                                       /*openmp=*/true, options.bf16Dot)))
           llvm::report_fatal_error("invalid built-in moe-cpu-pipeline");
       });
 }

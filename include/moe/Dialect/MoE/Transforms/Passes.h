@@ -33,14 +33,16 @@ void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
 /// malloc / free (the compiler driver defines them, see Compiler.cpp).
 /// With `openmp`, the kernels' parallel loops become OpenMP work-sharing
 /// loops (the code then needs libomp when it is linked or loaded); without
-/// it they run sequentially.
+/// it they run sequentially. With `bf16Dot`, bf16 expert weights use
+/// AVX-512 BF16 dot products (the target CPU must have them).
 std::string getMoECPUPipeline(bool genericAllocation = false,
-                              bool openmp = true);
+                              bool openmp = true, bool bf16Dot = false);
 
 /// Adds the CPU pipeline to `pm` (anchored on builtin.module).
 llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm,
                                         bool genericAllocation = false,
-                                        bool openmp = true);
+                                        bool openmp = true,
+                                        bool bf16Dot = false);
 
 /// The textual pass pipeline that lowers moe IR (tensor functions) to host
 /// code in the LLVM dialect that launches NVPTX kernels embedded as a

@@ -71,7 +71,11 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
   }];
   let options = [
     Option<"gpu", "gpu", "bool", /*default=*/"false",
-           "Emit the GPU forms (see the description)">
+           "Emit the GPU forms (see the description)">,
+    Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
+           "bf16 weights: use AVX-512 BF16 dot products (vdpbf16ps); "
+           "without it they are computed by f32 FMAs with the same result "
+           "(denormals aside)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
@@ -83,7 +87,8 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect",
-    "::mlir::vector::VectorDialect"
+    "::mlir::vector::VectorDialect",
+    "::mlir::x86vector::X86VectorDialect"
   ];
 }
 
