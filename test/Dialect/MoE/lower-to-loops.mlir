@@ -1,17 +1,21 @@
 // RUN: moe-opt --moe-lower-to-loops --split-input-file --verify-diagnostics %s | FileCheck %s
 
 // The f32 grouped matmul packs each expert's rows (read through the gather
-// map) into k-major panels of 32 rows, one parallel work item per expert,
-// then runs (column chunk, expert) work items in parallel: per block of
-// panels, per column block, per panel, 24 vector accumulators (2 x 16 rows
-// by 6 gate + 6 up weight rows read in place from expert e), SwiGLU on the
-// accumulators, and rows written back. Experts with fewer than 16 rows take
-// the dot-product path instead.
+// map) into k-major panels of 32 rows, one parallel work item per panel
+// (each panel's expert from a map filled per expert), then runs (column
+// chunk, expert) work items in parallel: per block of panels, per column
+// block, per panel, 24 vector accumulators (2 x 16 rows by 6 gate + 6 up
+// weight rows read in place from expert e), SwiGLU on the accumulators,
+// and rows written back: each 6 x 16 block transposed, one masked store per
+// row. Experts with fewer than 16 rows take the dot-product path instead.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
 // CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?x32xf32>
-// CHECK: scf.parallel (%{{.*}}) = (%c0) to (%c8)
+// CHECK: %[[MAP:.*]] = memref.alloc(%{{.*}}) : memref<?xindex>
+// CHECK: scf.for %{{.*}} = %c0 to %c8
+// CHECK: scf.parallel (%{{.*}}) = (%c0) to (%{{.*}})
+// CHECK:   memref.load %[[MAP]]
 // CHECK:   memref.load %[[PERM:.*]][%{{.*}}] : memref<?xi32>
 // CHECK:   memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}] : memref<?x?x32xf32>
 // CHECK: scf.parallel
@@ -28,7 +32,8 @@
 // CHECK-NEXT:    vector.fma
 // CHECK-COUNT-22: vector.fma
 // CHECK:       math.exp %{{.*}} : vector<16xf32>
-// CHECK:       vector.extract
+// CHECK:       vector.transpose %{{.*}}, [1, 0] : vector<6x16xf32> to vector<16x6xf32>
+// CHECK:       vector.maskedstore %{{.*}} : memref<?x128xf32>, vector<6xi1>, vector<6xf32>
 // CHECK:   } else {
 // CHECK:     vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<16xf32>
 // CHECK:     vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %{{.*}}], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>

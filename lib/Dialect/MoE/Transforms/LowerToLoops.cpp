@@ -1422,16 +1422,21 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                       bf16Type, {numPanels, em.mul(depthChunks, em.idx(kLanes))})
            : em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
                       b.getF32Type(), {numPanels, depth});
-  // Pack, one expert per work item; padding rows are zero.
-  parallelLoop(em, zero, E, [&](Value e) {
+  // Pack, one panel per work item (so one heavily loaded expert, such as
+  // a shared expert, is packed by every thread); padding rows are zero.
+  Value panelExpert =
+      em.alloc({ShapedType::kDynamic}, b.getIndexType(), {numPanels});
+  em.loop(zero, E, [&](Value e) {
+    em.loop(em.load(pstart, {e}), em.load(pstart, {em.add(e, one)}),
+            [&](Value p) { em.store(e, panelExpert, {p}); });
+  });
+  parallelLoop(em, zero, numPanels, [&](Value p) {
+    Value e = em.load(panelExpert, {p});
     Value lo, hi;
     std::tie(lo, hi) = expertRows(e);
-    Value p0 = em.load(pstart, {e});
-    Value padded =
-        em.mul(em.sub(em.load(pstart, {em.add(e, one)}), p0), panelRows);
-    em.loop(zero, padded, [&](Value m) {
-      Value p = em.add(p0, arith::DivUIOp::create(b, m, panelRows));
-      Value j = arith::RemUIOp::create(b, m, panelRows);
+    Value first = em.mul(em.sub(p, em.load(pstart, {e})), panelRows);
+    em.loop(zero, panelRows, [&](Value j) {
+      Value m = em.add(first, j);
       // Padding rows (past hi) re-read the last row and store zeros.
       Value r = em.add(lo, m);
       Value src, valid;
@@ -1582,8 +1587,11 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     // output column i of the tile that skips the columns before c0 (they
     // belong to the previous block).
     using StoreFn = function_ref<void(int64_t, Value, Value)>;
+    using StoreRowsFn = function_ref<void(Value, ArrayRef<Value>)>;
     auto withTile = [&](Value jb,
-                        function_ref<void(ArrayRef<Value>, StoreFn)> body) {
+                        function_ref<void(ArrayRef<Value>, StoreFn,
+                                          StoreRowsFn)>
+                            body) {
       Value c0 = em.mul(jb, em.idx(outCols));
       Value tileStart =
           shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
@@ -1593,7 +1601,40 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
         Value owned = em.andI(em.ge(c, c0), em.lt(c, width));
         em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
       };
-      body(wr, storeCol);
+      // Rows [vbase, vbase + 16) of the tile, given one vector per output
+      // column: transposed in registers, then each row below hi is one
+      // masked store of the columns this block owns.
+      auto storeRows = [&](Value vbase, ArrayRef<Value> columns) {
+        auto colsType = VectorType::get({outCols}, b.getIndexType());
+        SmallVector<int64_t> iota = llvm::to_vector(llvm::seq<int64_t>(0, outCols));
+        Value cols = em.add(vector::BroadcastOp::create(b, colsType, tileStart),
+                            arith::ConstantOp::create(
+                                b, DenseElementsAttr::get(
+                                       colsType, llvm::map_to_vector(iota, [&](int64_t v) {
+                                         return (Attribute)b.getIndexAttr(v);
+                                       }))));
+        auto cmp = [&](arith::CmpIPredicate p, Value bound) {
+          return arith::CmpIOp::create(
+              b, p, cols, vector::BroadcastOp::create(b, colsType, bound));
+        };
+        Value owned = em.andI(cmp(arith::CmpIPredicate::sge, c0),
+                              cmp(arith::CmpIPredicate::slt, width));
+        auto blockType = VectorType::get({outCols, kLanes}, b.getF32Type());
+        Value block = em.f32Like(blockType, 0.0);
+        for (int64_t i = 0; i < outCols; ++i)
+          block = vector::InsertOp::create(b, columns[i], block,
+                                           ArrayRef<int64_t>{i});
+        Value rows = vector::TransposeOp::create(b, block, {1, 0});
+        for (int64_t l = 0; l < kLanes; ++l) {
+          Value row = em.add(vbase, em.idx(l));
+          em.ifThen(em.lt(row, hi), [&] {
+            vector::MaskedStoreOp::create(
+                b, out, ValueRange{row, tileStart}, owned,
+                vector::ExtractOp::create(b, rows, ArrayRef<int64_t>{l}));
+          });
+        }
+      };
+      body(wr, storeCol, storeRows);
     };
     em.ifThen(
         em.ge(n, em.idx(kPanelMinRows)),
@@ -1606,7 +1647,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           Value pm = blocks.getInductionVar();
           Value pmHi = em.minI(em.add(pm, blockPanels), p1);
           em.loop(jbLo, jbHi, [&](Value jb) {
-            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol) {
+            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
+                            StoreRowsFn storeRows) {
               em.loop(pm, pmHi, [&](Value p) {
                 SmallVector<Value> inits(kPanelVecs * kTileCols, zeroVec);
                 // bf16: whole pairs of k, then the last k alone when the
@@ -1637,17 +1679,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                   Value scale;
                   if (rowScale)
                     scale = readVec(rowScale, ValueRange{vbase}, false);
-                  SmallVector<Value> res =
-                      tileEpilogue(em, epilogue, cols, scale);
-                  Value lanes =
-                      em.minI(em.idx(kLanes), em.maxI(em.sub(hi, vbase), zero));
-                  em.loop(zero, lanes, [&](Value l) {
-                    Value row = em.add(vbase, l);
-                    for (int64_t i = 0; i < outCols; ++i)
-                      storeCol(i, row,
-                               vector::ExtractOp::create(
-                                   b, res[i], ArrayRef<OpFoldResult>{l}));
-                  });
+                  storeRows(vbase, tileEpilogue(em, epilogue, cols, scale));
                 }
               });
             });
@@ -1661,7 +1693,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           constexpr int64_t kDotRows = 4, kDotCols = 6;
           Value lastRow = em.sub(hi, one);
           em.loop(jbLo, jbHi, [&](Value jb) {
-            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol) {
+            withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
+                            StoreRowsFn storeRows) {
               em.loop(
                   lo, hi,
                   [&](Value r0) {
