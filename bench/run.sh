@@ -32,14 +32,16 @@ cc=$(command -v clang-22 || command -v cc)
 "$cc" -O3 -march=native -pthread "$root/bench/stream_read.c" -o "$build/stream_read"
 "$build/stream_read" --threads "$threads" --json | tee -a "$out"
 
-"$build/bin/moe-bench" --preset "$preset" --tokens "$tokens" \
-  --threads "$threads" --json | tee -a "$out"
+for dtype in f32 bf16; do
+  "$build/bin/moe-bench" --preset "$preset" --tokens "$tokens" \
+    --dtype "$dtype" --threads "$threads" --json | tee -a "$out"
+done
 
 if [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
   cxx=$(command -v clang++-22 || command -v c++)
   "$cxx" -O2 -std=c++17 "$root/bench/onednn_gemm.cpp" -ldnnl -o "$build/onednn_gemm"
   "$build/onednn_gemm" --preset "$preset" --tokens "$tokens" --json | tee -a "$out"
-  "$build/onednn_gemm" --preset "$preset" --tokens 1024 --dtype bf16 --json | tee -a "$out"
+  "$build/onednn_gemm" --preset "$preset" --tokens "$tokens" --dtype bf16 --json | tee -a "$out"
 else
   echo "run.sh: libdnnl-dev not installed, no oneDNN baseline" >&2
 fi

@@ -287,19 +287,24 @@ struct Mismatch {
         return;
       }
   }
-  /// At least `fraction` of the elements within the default tolerances.
+  /// Every row of `width` elements within the default tolerances but at
+  /// most max(1, `fraction` of the rows).
   void mostlyClose(llvm::StringRef what, llvm::ArrayRef<float> got,
-                   llvm::ArrayRef<float> want, double fraction) {
-    if (any() || got.size() != want.size())
+                   llvm::ArrayRef<float> want, size_t width, double fraction) {
+    if (any() || got.size() != want.size() || width == 0)
       return;
-    size_t far = 0;
-    for (size_t i = 0; i < got.size(); ++i)
-      far += !(std::fabs(double(got[i]) - want[i]) <=
-               1e-5 + 1e-4 * std::fabs(want[i]));
-    if (far > (1.0 - fraction) * got.size())
-      message = llvm::formatv("{0}: {1} of {2} elements differ by more than "
+    size_t rows = got.size() / width, far = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      bool rowFar = false;
+      for (size_t i = r * width; i < (r + 1) * width; ++i)
+        rowFar |= !(std::fabs(double(got[i]) - want[i]) <=
+                    1e-5 + 1e-4 * std::fabs(want[i]));
+      far += rowFar;
+    }
+    if (far > std::max<size_t>(1, size_t(fraction * rows)))
+      message = llvm::formatv("{0}: {1} of {2} rows differ by more than "
                               "rtol 1e-4, atol 1e-5",
-                              what, far, got.size());
+                              what, far, rows);
   }
   void equal(llvm::StringRef what, llvm::ArrayRef<int32_t> got,
              llvm::ArrayRef<int32_t> want) {
@@ -377,11 +382,11 @@ std::string runCase(MLIRContext &context, const Case &c) {
   // bf16: the hidden activations are rounded to bf16 from f32 here and
   // from double in the reference. They round alike except near a midpoint
   // between two bf16 values, where one step (2^-8 relative) moves every
-  // output of that token by the step times a weight. So nearly all outputs
-  // agree as closely as in f32, and the rest within 1e-2.
+  // output of that token by the step times a weight. So the rows of nearly
+  // all tokens agree as closely as in f32, and the rest within 1e-2.
   if (spec.expertWeights == WeightType::BF16) {
     m.close("output", y, ref.output, 1e-2, 1e-2);
-    m.mostlyClose("output", y, ref.output, 0.99);
+    m.mostlyClose("output", y, ref.output, spec.hidden, 0.05);
   } else {
     m.close("output", y, ref.output);
   }
