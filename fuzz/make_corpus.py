@@ -87,9 +87,16 @@ def main():
                 "test/aot/Inputs/mixtral_t1_layer.mlir"):
         shutil.copy(os.path.join(ROOT, src),
                     os.path.join(OUT, "IR", os.path.basename(src)))
-    for i in range(4):
+    # The same layer with bf16 expert weights.
+    with open(os.path.join(ROOT, "test/aot/Inputs/mixtral_t1_layer.mlir")) as f:
+        text = f.read()
+    text = text.replace("8x192x64xf32", "8x192x64xbf16").replace(
+        "8x64x96xf32", "8x64x96xbf16")
+    with open(os.path.join(OUT, "IR", "mixtral_t1_layer_bf16.mlir"), "w") as f:
+        f.write(text)
+    for i in range(5):
         with open(os.path.join(OUT, "Run", "batch%d" % i), "wb") as f:
-            f.write(bytes([i % 3, 5 + 7 * i, 2, 3, 1, 0]))
+            f.write(bytes([i % 4, 5 + 7 * i, 2, 3, 1, 0]))
             f.write(struct.pack("<%df" % (16 * 8), *values(16 * 8, rng)))
 
 
