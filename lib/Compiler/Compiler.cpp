@@ -436,8 +436,8 @@ DiagnosticCollector::DiagnosticCollector(MLIRContext *ctx)
 
 llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
-                                             bool cachingAllocator,
-                                             bool openmp, StringRef targetCPU) {
+                                             bool cachingAllocator, bool openmp,
+                                             StringRef targetCPU) {
   registerPassesOnce();
   llvm::Expected<bool> bf16Dot = hasBF16DotProducts(targetCPU);
   if (!bf16Dot)

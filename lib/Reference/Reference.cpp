@@ -772,15 +772,15 @@ Result mlir::moe::reference::run(const LayerSpec &spec, const LayerWeights &w,
       } else if (fates[s] == SlotFate::Compute) {
         int64_t e = result.indices[s];
         std::vector<double> y =
-            ffn(spec.activation, w1 + e * firstRows * d,
-                w2 + e * d * spec.ffn, d, spec.ffn, x, bf16);
+            ffn(spec.activation, w1 + e * firstRows * d, w2 + e * d * spec.ffn,
+                d, spec.ffn, x, bf16);
         for (int64_t i = 0; i < d; ++i)
           out[i] += weight * y[i];
       }
     }
     if (spec.sharedFfn > 0) {
-      std::vector<double> y = ffn(spec.activation, sharedW1,
-                                  sharedW2, d, spec.sharedFfn, x, bf16);
+      std::vector<double> y =
+          ffn(spec.activation, sharedW1, sharedW2, d, spec.sharedFfn, x, bf16);
       double gate =
           spec.sharedGate ? sigmoid(dot(x, w.sharedGate.data(), d)) : 1.0;
       for (int64_t i = 0; i < d; ++i)

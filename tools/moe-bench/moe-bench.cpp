@@ -57,7 +57,8 @@ static cl::opt<std::string> tokenList("tokens",
                                       cl::desc("Comma-separated token counts"),
                                       cl::init("1,16,128,1024"),
                                       cl::cat(category));
-static cl::opt<std::string> dtype("dtype", cl::desc("Expert weight type: f32 or bf16"),
+static cl::opt<std::string> dtype("dtype",
+                                  cl::desc("Expert weight type: f32 or bf16"),
                                   cl::init("f32"), cl::cat(category));
 static cl::opt<bool> json("json", cl::desc("One JSON object per line"),
                           cl::cat(category));

@@ -282,8 +282,8 @@ struct Mismatch {
     for (size_t i = 0; i < got.size(); ++i)
       if (!(std::fabs(double(got[i]) - want[i]) <=
             atol + rtol * std::fabs(want[i]))) {
-        message = llvm::formatv("{0}[{1}]: {2:e6} vs reference {3:e6}",
-                                what, i, got[i], want[i]);
+        message = llvm::formatv("{0}[{1}]: {2:e6} vs reference {3:e6}", what, i,
+                                got[i], want[i]);
         return;
       }
   }

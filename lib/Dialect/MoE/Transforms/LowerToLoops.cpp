@@ -1287,7 +1287,8 @@ Value roundToBF16(Emitter &em, Value v, bool hardware) {
   Value lsb = arith::AndIOp::create(b, high, splat(1));
   Value rounded = arith::ShRUIOp::create(
       b,
-      arith::AddIOp::create(b, bits, arith::AddIOp::create(b, lsb, splat(0x7FFF))),
+      arith::AddIOp::create(b, bits,
+                            arith::AddIOp::create(b, lsb, splat(0x7FFF))),
       splat(16));
   Value nan = em.cmpf(arith::CmpFPredicate::UNO, v, v);
   Value quiet = arith::OrIOp::create(b, high, splat(0x40));
@@ -1417,9 +1418,9 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // for whole 32-wide chunks of k (the tail is zero).
   Value depthChunks = ceilDiv(depth, 2 * kLanes);
   Value panels =
-      bf16 ? em.alloc({ShapedType::kDynamic, ShapedType::kDynamic,
-                       2 * kPanelRows},
-                      bf16Type, {numPanels, em.mul(depthChunks, em.idx(kLanes))})
+      bf16 ? em.alloc(
+                 {ShapedType::kDynamic, ShapedType::kDynamic, 2 * kPanelRows},
+                 bf16Type, {numPanels, em.mul(depthChunks, em.idx(kLanes))})
            : em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
                       b.getF32Type(), {numPanels, depth});
   // Pack, one panel per work item (so one heavily loaded expert, such as
@@ -1531,8 +1532,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   };
   // One k step of the panel kernel (k, or the pair 2k and 2k + 1 for
   // bf16): the panel's vectors times broadcast weights of the tile's rows.
-  auto panelStep = [&](Value e, Value p, Value k, ArrayRef<Value> wr, bool inBounds,
-                       ValueRange c) {
+  auto panelStep = [&](Value e, Value p, Value k, ArrayRef<Value> wr,
+                       bool inBounds, ValueRange c) {
     Value a[kPanelVecs];
     for (int64_t v = 0; v < kPanelVecs; ++v)
       a[v] = vector::LoadOp::create(
@@ -1547,15 +1548,15 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
         auto pairType = VectorType::get({2}, bf16Type);
         SmallVector<Value> idx = {e, wr[i], em.mul(k, em.idx(2))};
         Value pair =
-            inBounds ? (Value)vector::LoadOp::create(b, pairType, w, idx)
-                     : (Value)vector::TransferReadOp::create(
-                           b, pairType, w, idx, bf16Zero,
-                           ArrayRef<bool>{false});
+            inBounds
+                ? (Value)vector::LoadOp::create(b, pairType, w, idx)
+                : (Value)vector::TransferReadOp::create(
+                      b, pairType, w, idx, bf16Zero, ArrayRef<bool>{false});
         auto i32s = VectorType::get({kLanes}, b.getI32Type());
         Value bits = vector::ExtractOp::create(
             b,
-            vector::BitCastOp::create(
-                b, VectorType::get({1}, b.getI32Type()), pair),
+            vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()),
+                                      pair),
             ArrayRef<int64_t>{0});
         bc = vector::BitCastOp::create(
             b, pairVec, vector::BroadcastOp::create(b, i32s, bits));
@@ -1573,9 +1574,9 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // tiles stream past them.
   Value chunkBlocks = ceilDiv(colBlocks, kColumnChunks);
   Value blockPanels = em.maxI(
-      one, arith::DivUIOp::create(
-               b, em.idx(kPanelBlockBytes),
-               em.mul(em.maxI(depth, one), em.idx(kPanelRows * (bf16 ? 2 : 4)))));
+      one, arith::DivUIOp::create(b, em.idx(kPanelBlockBytes),
+                                  em.mul(em.maxI(depth, one),
+                                         em.idx(kPanelRows * (bf16 ? 2 : 4)))));
   parallelLoop(em, zero, em.mul(em.idx(kColumnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
     Value jbLo = em.mul(arith::DivUIOp::create(b, item, E), chunkBlocks);
@@ -1588,54 +1589,49 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     // belong to the previous block).
     using StoreFn = function_ref<void(int64_t, Value, Value)>;
     using StoreRowsFn = function_ref<void(Value, ArrayRef<Value>)>;
-    auto withTile = [&](Value jb,
-                        function_ref<void(ArrayRef<Value>, StoreFn,
-                                          StoreRowsFn)>
-                            body) {
-      Value c0 = em.mul(jb, em.idx(outCols));
-      Value tileStart =
-          shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
-      SmallVector<Value> wr = tileRows(tileStart);
-      auto storeCol = [&](int64_t i, Value row, Value v) {
-        Value c = em.add(tileStart, em.idx(i));
-        Value owned = em.andI(em.ge(c, c0), em.lt(c, width));
-        em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
-      };
-      // Rows [vbase, vbase + 16) of the tile, given one vector per output
-      // column: transposed in registers, then each row below hi is one
-      // masked store of the columns this block owns.
-      auto storeRows = [&](Value vbase, ArrayRef<Value> columns) {
-        auto colsType = VectorType::get({outCols}, b.getIndexType());
-        SmallVector<int64_t> iota = llvm::to_vector(llvm::seq<int64_t>(0, outCols));
-        Value cols = em.add(vector::BroadcastOp::create(b, colsType, tileStart),
-                            arith::ConstantOp::create(
-                                b, DenseElementsAttr::get(
-                                       colsType, llvm::map_to_vector(iota, [&](int64_t v) {
-                                         return (Attribute)b.getIndexAttr(v);
-                                       }))));
-        auto cmp = [&](arith::CmpIPredicate p, Value bound) {
-          return arith::CmpIOp::create(
-              b, p, cols, vector::BroadcastOp::create(b, colsType, bound));
+    auto withTile =
+        [&](Value jb,
+            function_ref<void(ArrayRef<Value>, StoreFn, StoreRowsFn)> body) {
+          Value c0 = em.mul(jb, em.idx(outCols));
+          Value tileStart =
+              shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
+          SmallVector<Value> wr = tileRows(tileStart);
+          auto storeCol = [&](int64_t i, Value row, Value v) {
+            Value c = em.add(tileStart, em.idx(i));
+            Value owned = em.andI(em.ge(c, c0), em.lt(c, width));
+            em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
+          };
+          // Rows [vbase, vbase + 16) of the tile, given one vector per output
+          // column: transposed in registers, then each row below hi is one
+          // masked store of the columns this block owns.
+          auto storeRows = [&](Value vbase, ArrayRef<Value> columns) {
+            auto colsType = VectorType::get({outCols}, b.getIndexType());
+            Value cols =
+                em.add(vector::BroadcastOp::create(b, colsType, tileStart),
+                       vector::StepOp::create(b, colsType));
+            auto cmp = [&](arith::CmpIPredicate p, Value bound) {
+              return arith::CmpIOp::create(
+                  b, p, cols, vector::BroadcastOp::create(b, colsType, bound));
+            };
+            Value owned = em.andI(cmp(arith::CmpIPredicate::sge, c0),
+                                  cmp(arith::CmpIPredicate::slt, width));
+            auto blockType = VectorType::get({outCols, kLanes}, b.getF32Type());
+            Value block = em.f32Like(blockType, 0.0);
+            for (int64_t i = 0; i < outCols; ++i)
+              block = vector::InsertOp::create(b, columns[i], block,
+                                               ArrayRef<int64_t>{i});
+            Value rows = vector::TransposeOp::create(b, block, {1, 0});
+            for (int64_t l = 0; l < kLanes; ++l) {
+              Value row = em.add(vbase, em.idx(l));
+              em.ifThen(em.lt(row, hi), [&] {
+                vector::MaskedStoreOp::create(
+                    b, out, ValueRange{row, tileStart}, owned,
+                    vector::ExtractOp::create(b, rows, ArrayRef<int64_t>{l}));
+              });
+            }
+          };
+          body(wr, storeCol, storeRows);
         };
-        Value owned = em.andI(cmp(arith::CmpIPredicate::sge, c0),
-                              cmp(arith::CmpIPredicate::slt, width));
-        auto blockType = VectorType::get({outCols, kLanes}, b.getF32Type());
-        Value block = em.f32Like(blockType, 0.0);
-        for (int64_t i = 0; i < outCols; ++i)
-          block = vector::InsertOp::create(b, columns[i], block,
-                                           ArrayRef<int64_t>{i});
-        Value rows = vector::TransposeOp::create(b, block, {1, 0});
-        for (int64_t l = 0; l < kLanes; ++l) {
-          Value row = em.add(vbase, em.idx(l));
-          em.ifThen(em.lt(row, hi), [&] {
-            vector::MaskedStoreOp::create(
-                b, out, ValueRange{row, tileStart}, owned,
-                vector::ExtractOp::create(b, rows, ArrayRef<int64_t>{l}));
-          });
-        }
-      };
-      body(wr, storeCol, storeRows);
-    };
     em.ifThen(
         em.ge(n, em.idx(kPanelMinRows)),
         [&] {
@@ -1648,7 +1644,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           Value pmHi = em.minI(em.add(pm, blockPanels), p1);
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
-                            StoreRowsFn storeRows) {
+                             StoreRowsFn storeRows) {
               em.loop(pm, pmHi, [&](Value p) {
                 SmallVector<Value> inits(kPanelVecs * kTileCols, zeroVec);
                 // bf16: whole pairs of k, then the last k alone when the
@@ -1694,7 +1690,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           Value lastRow = em.sub(hi, one);
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
-                            StoreRowsFn storeRows) {
+                             StoreRowsFn storeRows) {
               em.loop(
                   lo, hi,
                   [&](Value r0) {
@@ -1762,7 +1758,8 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                          bool bf16Dot) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
   if (isF32(op.getResult()) && isF32(op.getInput()) &&
-      (isF32(op.getWeight()) || getElementTypeOrSelf(op.getWeight()).isBF16()) &&
+      (isF32(op.getWeight()) ||
+       getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
     return lowerGroupedMatmulFast(b, op, bf16Dot);
   Emitter em(b);
@@ -2510,10 +2507,9 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {
         if (gpu && !getElementTypeOrSelf(matmul.getWeight()).isF32()) {
-          status = matmul.emitOpError(
-              "has no GPU lowering for weights of type ")
-                   << getElementTypeOrSelf(matmul.getWeight())
-                   << " yet (f32 only)";
+          status =
+              matmul.emitOpError("has no GPU lowering for weights of type ")
+              << getElementTypeOrSelf(matmul.getWeight()) << " yet (f32 only)";
           return;
         }
         results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)

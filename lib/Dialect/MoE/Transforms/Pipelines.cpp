@@ -136,9 +136,8 @@ LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
 LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
                                              bool genericAllocation,
                                              bool openmp, bool bf16Dot) {
-  return parsePassPipeline(getMoECPUPipeline(genericAllocation, openmp, bf16Dot),
-                           pm,
-                           llvm::errs());
+  return parsePassPipeline(
+      getMoECPUPipeline(genericAllocation, openmp, bf16Dot), pm, llvm::errs());
 }
 
 namespace {
