@@ -1267,6 +1267,12 @@ VectorType vec16(OpBuilder &b) {
   return VectorType::get({kLanes}, b.getF32Type());
 }
 
+/// A constant vector of `type` (i32 elements) with every lane `v`.
+Value i32Splat(ImplicitLocOpBuilder &b, VectorType type, int64_t v) {
+  return arith::ConstantOp::create(
+      b, DenseElementsAttr::get(type, b.getI32IntegerAttr(v)));
+}
+
 /// f32 values (a vector) rounded to bf16 to nearest even, NaN kept quiet.
 /// With `hardware`, arith.truncf (vcvtneps2bf16 on AVX-512 BF16); otherwise
 /// in integer ops, since LLVM would call compiler-rt's __truncsfbf2 per
@@ -1278,10 +1284,7 @@ Value roundToBF16(Emitter &em, Value v, bool hardware) {
   if (hardware)
     return arith::TruncFOp::create(b, bf16s, v);
   auto i32s = VectorType::get(type.getShape(), b.getI32Type());
-  auto splat = [&](int64_t c) {
-    return arith::ConstantOp::create(
-        b, DenseElementsAttr::get(i32s, b.getI32IntegerAttr(c)));
-  };
+  auto splat = [&](int64_t c) { return i32Splat(b, i32s, c); };
   Value bits = vector::BitCastOp::create(b, i32s, v);
   Value high = arith::ShRUIOp::create(b, bits, splat(16));
   Value lsb = arith::AndIOp::create(b, high, splat(1));
@@ -1308,10 +1311,7 @@ Value bf16PairDot(Emitter &em, Value acc, Value a, Value w, bool hardware) {
   if (hardware)
     return x86vector::DotBF16Op::create(b, acc.getType(), acc, a, w);
   auto i32s = VectorType::get({kLanes}, b.getI32Type());
-  auto splat = [&](int64_t v) {
-    return arith::ConstantOp::create(
-        b, DenseElementsAttr::get(i32s, b.getI32IntegerAttr(v)));
-  };
+  auto splat = [&](int64_t v) { return i32Splat(b, i32s, v); };
   Value shift = splat(16), high = splat(int64_t(0xFFFF0000u) - (1ll << 32));
   auto halves = [&](Value v) -> std::pair<Value, Value> {
     Value bits = vector::BitCastOp::create(b, i32s, v);
