@@ -437,16 +437,22 @@ DiagnosticCollector::DiagnosticCollector(MLIRContext *ctx)
 llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
                                              bool cachingAllocator, bool openmp,
-                                             StringRef targetCPU) {
+                                             StringRef targetCPU,
+                                             StringRef schedule) {
   registerPassesOnce();
-  llvm::Expected<bool> bf16Dot = hasBF16DotProducts(targetCPU);
-  if (!bf16Dot)
-    return bf16Dot.takeError();
+  llvm::Expected<CPUFeatures> features = getCPUFeatures(targetCPU);
+  if (!features)
+    return features.takeError();
   MLIRContext *ctx = module.getContext();
   DiagnosticCollector diagnostics(ctx);
   PassManager pm(ctx, ModuleOp::getOperationName());
-  if (failed(buildMoECPUPipeline(pm, cachingAllocator, openmp, *bf16Dot)))
-    return makeError("cannot build the moe CPU pipeline");
+  std::string pipelineErrors;
+  llvm::raw_string_ostream pipelineStream(pipelineErrors);
+  if (failed(buildMoECPUPipeline(
+          pm, cachingAllocator, openmp, features->bf16Dot,
+          CPUVectorUnit{features->vectorBits, features->vectorRegisters},
+          schedule, pipelineStream)))
+    return makeError("cannot build the moe CPU pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
     return makeError("lowering failed:\n" + diagnostics.text);
   if (llvm::Error error = defineAllocator(module))
@@ -545,14 +551,23 @@ createTargetMachine(const CodegenOptions &options) {
 
 } // namespace
 
-llvm::Expected<bool>
-mlir::moe::compiler::hasBF16DotProducts(StringRef targetCPU) {
+llvm::Expected<CPUFeatures>
+mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   CodegenOptions options;
   options.targetCPU = targetCPU.str();
   auto machine = createTargetMachine(options);
   if (!machine)
     return machine.takeError();
-  return (*machine)->getMCSubtargetInfo()->checkFeatures("+avx512bf16");
+  const llvm::MCSubtargetInfo *info = (*machine)->getMCSubtargetInfo();
+  CPUFeatures features;
+  features.bf16Dot = info->checkFeatures("+avx512bf16");
+  if (info->checkFeatures("+avx512f")) {
+    features.vectorBits = 512;
+    features.vectorRegisters = 32;
+  } else if (info->checkFeatures("+avx")) {
+    features.vectorBits = 256;
+  }
+  return features;
 }
 
 namespace {
@@ -643,6 +658,19 @@ mlir::moe::compiler::addThreadsOption(llvm::cl::OptionCategory &category) {
         llvm::cl::init(0), llvm::cl::cat(category));
   }
   return *threads;
+}
+
+llvm::cl::opt<std::string> &
+mlir::moe::compiler::addScheduleOption(llvm::cl::OptionCategory &category) {
+  static llvm::cl::opt<std::string> *schedule = nullptr;
+  if (!schedule)
+    schedule = new llvm::cl::opt<std::string>(
+        "schedule",
+        llvm::cl::desc("Transform-dialect schedule file run on the expanded "
+                       "ops before they are lowered (it can set moe.tile, "
+                       "the grouped_matmul register tile; see schedules/)"),
+        llvm::cl::value_desc("file.mlir"), llvm::cl::cat(category));
+  return *schedule;
 }
 
 namespace {

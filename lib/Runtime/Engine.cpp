@@ -32,13 +32,18 @@ struct Kernel {
   std::vector<WeightInfo> weights;
   /// Compiled from MLIR text: no route entry.
   bool fromText = false;
-  std::string targetCPU;
+  std::string targetCPU, schedule;
   bool cachingAllocator = true;
   std::unique_ptr<compiler::JitModule> forwardJit, routeJit;
   compiler::ForwardFn forward = nullptr;
   compiler::RouteFn route = nullptr;
   std::mutex routeMutex;
 };
+
+/// The part of a cache key that the engine's options add to the layer's.
+std::string cacheSuffix(const EngineOptions &options) {
+  return " @" + options.targetCPU + " schedule:" + options.schedule;
+}
 
 /// A context for one compile. No thread pool: compiles are serialized by
 /// the engine, and each context would otherwise start its own workers.
@@ -55,9 +60,9 @@ llvm::Expected<void *> jitCompile(ModuleOp module,
                                   const compiler::LayerABI &abi,
                                   const Kernel &kernel, StringRef symbol,
                                   std::unique_ptr<compiler::JitModule> &jit) {
-  if (llvm::Error e =
-          compiler::lowerToLLVM(module, {abi}, kernel.cachingAllocator,
-                                /*openmp=*/true, kernel.targetCPU))
+  if (llvm::Error e = compiler::lowerToLLVM(
+          module, {abi}, kernel.cachingAllocator,
+          /*openmp=*/true, kernel.targetCPU, kernel.schedule))
     return std::move(e);
   compiler::CodegenOptions codegen;
   codegen.targetCPU = kernel.targetCPU;
@@ -178,7 +183,7 @@ struct Engine::Impl {
   /// The kernel for `spec`, compiled or from the cache.
   std::shared_ptr<Kernel> kernelFor(const frontend::LayerSpec &spec,
                                     std::string *error) {
-    std::string key = fingerprint(spec) + " @" + options.targetCPU;
+    std::string key = fingerprint(spec) + cacheSuffix(options);
     std::lock_guard<std::mutex> lock(mutex);
     auto it = cache.find(key);
     if (it != cache.end()) {
@@ -190,6 +195,7 @@ struct Engine::Impl {
     kernel->spec = spec;
     kernel->weights = weightInfos(compiler::describeLayer(spec, kSymbol));
     kernel->targetCPU = options.targetCPU;
+    kernel->schedule = options.schedule;
     kernel->cachingAllocator = options.cachingAllocator;
     auto forward = compileEntry(*kernel, compiler::LayerEntries::Forward,
                                 kernel->forwardJit);
@@ -215,7 +221,7 @@ std::shared_ptr<CompiledLayer> Engine::compileMLIR(const std::string &text,
       *error = message;
     return nullptr;
   };
-  std::string key = "mlir:" + text + " @" + impl->options.targetCPU;
+  std::string key = "mlir:" + text + cacheSuffix(impl->options);
   std::lock_guard<std::mutex> lock(impl->mutex);
   std::shared_ptr<Kernel> kernel;
   auto it = impl->cache.find(key);
@@ -238,6 +244,7 @@ std::shared_ptr<CompiledLayer> Engine::compileMLIR(const std::string &text,
     kernel->weights = weightInfos(*abi);
     kernel->fromText = true;
     kernel->targetCPU = impl->options.targetCPU;
+    kernel->schedule = impl->options.schedule;
     kernel->cachingAllocator = impl->options.cachingAllocator;
     auto forward =
         jitCompile(*module, *abi, *kernel, kSymbol, kernel->forwardJit);

@@ -93,6 +93,7 @@ static cl::opt<unsigned> seed("seed", cl::desc("Random seed"), cl::init(1),
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
+static cl::opt<std::string> &schedule = addScheduleOption(category);
 
 namespace {
 
@@ -210,6 +211,7 @@ int main(int argc, char **argv) {
   // engine would: once per layer, then every token count is a cache hit.
   runtime::EngineOptions engineOptions;
   engineOptions.targetCPU = targetCPU;
+  engineOptions.schedule = schedule;
   runtime::Engine engine(engineOptions);
 
   for (const Preset *p : presets) {

@@ -88,6 +88,7 @@ static cl::opt<std::string>
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
+static cl::opt<std::string> &schedule = addScheduleOption(category);
 static cl::opt<std::string>
     target("target",
            cl::desc("cpu (default), or nvptx: the layers run as GPU kernels "
@@ -309,7 +310,8 @@ int compileMLIRFile(MLIRContext &context) {
 
   // Plain malloc: the caller frees returned buffers with free().
   if (llvm::Error error = lowerToLLVM(*module, {}, /*cachingAllocator=*/false,
-                                      /*openmp=*/!noOpenMP, targetCPU))
+                                      /*openmp=*/!noOpenMP, targetCPU,
+                                      schedule))
     fail(llvm::toString(std::move(error)));
   if (llvm::Error error = emitObjectFile(*module, outputObject,
                                          codegenOptions()))
@@ -356,6 +358,8 @@ int main(int argc, char **argv) {
     fail("--emit " + emitKind + " needs --target nvptx");
   if (gpu && noOpenMP)
     fail("--no-openmp applies to --target cpu only");
+  if (gpu && !schedule.empty())
+    fail("--schedule applies to --target cpu only");
   if (!sanitize.empty() && sanitize != "address")
     fail("--sanitize must be address, not '" + sanitize + "'");
   if (gpu && !sanitize.empty())
@@ -414,7 +418,7 @@ int main(int argc, char **argv) {
                  // Under ASan every temporary is its own malloc block, so
                  // its redzones sit right at its end.
                  /*cachingAllocator=*/sanitize.empty(),
-                 /*openmp=*/!noOpenMP, targetCPU)) {
+                 /*openmp=*/!noOpenMP, targetCPU, schedule)) {
     fail(llvm::toString(std::move(error)));
   }
   if (embedWeights)

@@ -45,6 +45,8 @@ static cl::opt<std::string>
     dtype("dtype",
           cl::desc("Expert weight type of every layer: f32 (default) or bf16"),
           cl::init("f32"));
+static cl::opt<std::string> &schedule =
+    addScheduleOption(cl::getGeneralCategory());
 static cl::opt<std::string>
     targetCPU("target-cpu",
               cl::desc("CPU the layers are compiled for (native, x86-64-v3, "
@@ -329,7 +331,7 @@ std::string runCase(MLIRContext &context, const Case &c) {
   LayerABI abi = describeLayer(spec, "diff_" + spec.name);
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, {abi});
   if (llvm::Error error = lowerToLLVM(*module, {abi}, /*cachingAllocator=*/true,
-                                      /*openmp=*/true, targetCPU))
+                                      /*openmp=*/true, targetCPU, schedule))
     return "compile: " + llvm::toString(std::move(error));
   CodegenOptions codegen;
   codegen.targetCPU = targetCPU;

@@ -69,6 +69,7 @@ static cl::opt<std::string>
 static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
+static cl::opt<std::string> &schedule = addScheduleOption(category);
 static cl::opt<std::string>
     device("device",
            cl::desc("cpu (default), or cuda: compile the layers for the GPU "
@@ -537,6 +538,8 @@ int main(int argc, char **argv) {
     fail("--dtype must be f32 or bf16, not '" + dtype + "'");
   if (onGPU() && weightType != WeightType::F32)
     fail("--dtype " + dtype + ": --device cuda runs f32 weights only");
+  if (onGPU() && !schedule.empty())
+    fail("--schedule applies to --device cpu only");
   std::string chip = chipOpt;
   if (!chip.empty() && chip != "sm_80" && chip != "sm_90")
     fail("--chip must be sm_80 or sm_90, not '" + chip + "'");
@@ -574,9 +577,10 @@ int main(int argc, char **argv) {
   if (onGPU()) {
     if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, "fatbin"))
       fail(llvm::toString(std::move(error)));
-  } else if (llvm::Error error = lowerToLLVM(*module, abis,
-                                             /*cachingAllocator=*/true,
-                                             /*openmp=*/true, targetCPU)) {
+  } else if (llvm::Error error =
+                 lowerToLLVM(*module, abis,
+                             /*cachingAllocator=*/true,
+                             /*openmp=*/true, targetCPU, schedule)) {
     fail(llvm::toString(std::move(error)));
   }
   Entries entries = compile(*module, abis);

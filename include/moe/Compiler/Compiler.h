@@ -44,13 +44,26 @@ void registerCompilerDialects(DialectRegistry &registry);
 /// getOpenMPLibrary); without it they run on the calling thread.
 /// `targetCPU` (as in CodegenOptions) chooses instructions the lowering
 /// emits itself: AVX-512 BF16 dot products for bf16 expert weights where
-/// the CPU has them.
+/// the CPU has them, and the grouped_matmul register tile its vector
+/// registers hold (chooseCPUTile, for each op). A non-empty `schedule` is a
+/// transform-dialect file run on the expanded ops before they are lowered
+/// (getMoECPUPipeline).
 llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
                         bool cachingAllocator = true, bool openmp = true,
-                        llvm::StringRef targetCPU = "native");
-/// Whether `targetCPU` ("native" or an LLVM CPU name) has AVX-512 BF16
-/// dot products (vdpbf16ps); an error for an unknown CPU.
-llvm::Expected<bool> hasBF16DotProducts(llvm::StringRef targetCPU);
+                        llvm::StringRef targetCPU = "native",
+                        llvm::StringRef schedule = "");
+/// What the CPU lowering asks of a target CPU.
+struct CPUFeatures {
+  /// AVX-512 BF16 dot products (vdpbf16ps).
+  bool bf16Dot = false;
+  /// The widest vector registers (512 with AVX-512F, 256 with AVX, else
+  /// 128) and how many there are.
+  unsigned vectorBits = 128;
+  unsigned vectorRegisters = 16;
+};
+/// The features of `targetCPU` ("native" or an LLVM CPU name); an error
+/// for an unknown CPU.
+llvm::Expected<CPUFeatures> getCPUFeatures(llvm::StringRef targetCPU);
 
 /// Runs the NVPTX pipeline on `module` (built by buildLayerModule) for
 /// `chip` (sm_80 or sm_90), device code in `format` (isa: PTX, JIT-compiled
@@ -89,6 +102,11 @@ void setNumThreads(int threads);
 /// parsing the command line). libLLVM registers an unrelated hidden
 /// `threads` option of its own; it is renamed out of the way.
 llvm::cl::opt<int> &addThreadsOption(llvm::cl::OptionCategory &category);
+
+/// Registers the tools' `--schedule FILE` option (a transform-dialect
+/// schedule for the CPU lowering; lowerToLLVM) in `category`.
+llvm::cl::opt<std::string> &
+addScheduleOption(llvm::cl::OptionCategory &category);
 
 struct CodegenOptions {
   /// "native", "x86-64-v3", "x86-64-v4", or any LLVM CPU name.

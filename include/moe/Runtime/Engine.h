@@ -46,6 +46,10 @@ struct EngineOptions {
   /// compileModel fail with a message). compile() follows the spec's
   /// expertWeights.
   std::string dtype = "f32";
+  /// A transform-dialect schedule file for the CPU lowering (empty: none;
+  /// see getMoECPUPipeline). It is read when a layer is compiled; the
+  /// compile cache tells schedules apart by path only.
+  std::string schedule;
 };
 
 /// One weight the layer takes, in argument order.

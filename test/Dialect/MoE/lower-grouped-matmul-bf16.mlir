@@ -1,5 +1,7 @@
 // RUN: moe-opt --moe-lower-to-loops=bf16-dot %s | FileCheck %s --check-prefixes=CHECK,HW
 // RUN: moe-opt --moe-lower-to-loops %s | FileCheck %s --check-prefixes=CHECK,EMU
+// RUN: moe-opt --moe-lower-to-loops %s | FileCheck %s --check-prefix=NO-MASK
+// NO-MASK-NOT: vector.transfer_read {{[^{]+}}: memref<4x256x64xbf16>
 // RUN: moe-opt --moe-cpu-pipeline=bf16-dot %s | FileCheck %s --check-prefix=LLVM-HW
 // RUN: moe-opt --moe-cpu-pipeline %s | FileCheck %s --check-prefix=LLVM-EMU
 
@@ -29,13 +31,21 @@
 // EMU:     arith.shli
 // EMU:     arith.andi
 // EMU-COUNT-4: vector.fma
-// The odd-depth tail reads its weight pair masked.
-// CHECK:   vector.transfer_read %{{.*}} : memref<4x256x64xbf16>, vector<2xbf16>
+// The odd-depth tail's last weight is a scalar load, zero-extended into
+// its pair (no masked bf16 loads anywhere: without AVX-512 BF16, LLVM
+// would promote their lanes to f32 and round them back by calling
+// __truncsfbf2).
+// CHECK:   memref.load %{{.*}} : memref<4x256x64xbf16>
+// CHECK:   arith.bitcast %{{.*}} : bf16 to i16
+// CHECK:   arith.extui %{{.*}} : i16 to i32
 // CHECK:   math.exp
-// Decode kernel: 32 values of k per vector, tokens rounded as read.
+// Decode kernel: 32 values of k per vector, tokens rounded as read; then
+// the tail of k in scalars.
 // CHECK:   vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<32xf32>
 // CHECK:   vector.transfer_read %{{.*}} : memref<4x256x64xbf16>, vector<32xbf16>
 // HW:      x86vector.avx512.dot
+// CHECK:   memref.load %{{.*}} : memref<4x256x64xbf16>
+// CHECK:   arith.extf %{{.*}} : bf16 to f32
 // CHECK:   vector.reduction <add>
 // LLVM-HW: llvm.call_intrinsic "llvm.x86.avx512bf16.dpbf16ps.512"
 // LLVM-EMU-NOT: llvm.x86.avx512bf16

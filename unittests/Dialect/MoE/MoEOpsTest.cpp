@@ -102,3 +102,32 @@ TEST_F(MoEOpsTest, ExpertLoadFoldsConstantIndices) {
 }
 
 } // namespace
+
+// The tile cost model (docs/design.md, "Tile sizes"): the tiles measured
+// fastest on this machine for AVX-512 and AVX2, every tile it returns one
+// the kernel builds, and the smallest tile when no tile meets its rules.
+TEST(CPUTileTest, CostModel) {
+  auto expectTile = [](CPUVectorUnit unit, TileOperands operands,
+                       int64_t panelVectors, int64_t columns) {
+    CPUTile tile = chooseCPUTile(unit, operands);
+    EXPECT_EQ(tile.panelVectors, panelVectors) << unit.bits;
+    EXPECT_EQ(tile.columns, columns) << unit.bits;
+  };
+  for (TileOperands operands : {TileOperands::F32, TileOperands::BF16Dot,
+                                TileOperands::BF16Emulated})
+    expectTile({512, 32}, operands, 2, 12);
+  expectTile({256, 16}, TileOperands::F32, 1, 6);
+  expectTile({256, 16}, TileOperands::BF16Emulated, 1, 4);
+  expectTile({128, 16}, TileOperands::F32, 1, 2);
+  for (unsigned bits : {128u, 256u, 512u})
+    for (unsigned registers : {8u, 16u, 32u, 64u})
+      for (TileOperands operands :
+           {TileOperands::F32, TileOperands::BF16Emulated})
+        EXPECT_TRUE(
+            isSupportedCPUTile(chooseCPUTile({bits, registers}, operands)))
+            << bits << " bits, " << registers << " registers";
+  EXPECT_FALSE(isSupportedCPUTile({2, 7}));
+  EXPECT_FALSE(isSupportedCPUTile({0, 12}));
+  EXPECT_FALSE(isSupportedCPUTile({5, 12}));
+  EXPECT_FALSE(isSupportedCPUTile({2, 34}));
+}

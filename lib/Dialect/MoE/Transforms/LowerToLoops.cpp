@@ -45,6 +45,7 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cmath>
+#include <functional>
 #include <tuple>
 
 namespace mlir::moe {
@@ -1260,8 +1261,12 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
 /// Work items per expert along the columns, and the bytes of token panels
 /// kept in L2 while weight tiles stream past them.
 constexpr int64_t kColumnChunks = 4, kPanelBlockBytes = 512 * 1024;
-constexpr int64_t kPanelVecs = 2, kPanelRows = kPanelVecs * kLanes,
-                  kTileCols = 12, kPanelMinRows = 16;
+constexpr int64_t kPanelMinRows = 16;
+/// The discardable attribute that sets one op's register tile.
+constexpr llvm::StringLiteral kTileAttr = "moe.tile";
+constexpr llvm::StringLiteral kTileRule =
+    "expected 1 to 4 panel vectors and an even number of columns from 2 to "
+    "32";
 
 VectorType vec16(OpBuilder &b) {
   return VectorType::get({kLanes}, b.getF32Type());
@@ -1299,6 +1304,16 @@ Value roundToBF16(Emitter &em, Value v, bool hardware) {
   auto i16s = VectorType::get(type.getShape(), b.getI16Type());
   return vector::BitCastOp::create(b, bf16s,
                                    arith::TruncIOp::create(b, i16s, result));
+}
+
+/// An f32 scalar rounded to bf16 as roundToBF16 does, widened back to f32.
+Value roundScalarToBF16(Emitter &em, Value v, bool hardware) {
+  ImplicitLocOpBuilder &b = em.b;
+  auto one = VectorType::get({1}, b.getF32Type());
+  Value rounded = vector::ExtractOp::create(
+      b, roundToBF16(em, vector::BroadcastOp::create(b, one, v), hardware),
+      ArrayRef<int64_t>{0});
+  return arith::ExtFOp::create(b, b.getF32Type(), rounded);
 }
 
 /// acc + a . b over pairs of bf16 lanes: lane i of the f32 result adds
@@ -1361,8 +1376,12 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
 }
 
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                             bool bf16Dot) {
+                             bool bf16Dot, CPUTile tile) {
   Emitter em(b);
+  // The register tile: kPanelVecs vectors of 16 rows by kTileCols weight
+  // rows.
+  const int64_t kPanelVecs = tile.panelVectors,
+                kPanelRows = kPanelVecs * kLanes, kTileCols = tile.columns;
   // bf16 weights: operands are rounded to bf16 (the tokens as they are
   // packed), k runs in pairs, and products accumulate in f32.
   bool bf16 = getElementTypeOrSelf(op.getWeight()).isBF16();
@@ -1532,10 +1551,10 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   };
   // One k step of the panel kernel (k, or the pair 2k and 2k + 1 for
   // bf16): the panel's vectors times broadcast weights of the tile's rows.
-  auto panelStep = [&](Value e, Value p, Value k, ArrayRef<Value> wr,
-                       bool inBounds, ValueRange c) {
-    Value a[kPanelVecs];
-    for (int64_t v = 0; v < kPanelVecs; ++v)
+  auto panelStep = [&](int64_t vecs, Value e, Value p, Value k,
+                       ArrayRef<Value> wr, bool inBounds, ValueRange c) {
+    SmallVector<Value> a(vecs);
+    for (int64_t v = 0; v < vecs; ++v)
       a[v] = vector::LoadOp::create(
           b, bf16 ? pairVec : vt, panels,
           ValueRange{p, k, em.idx(v * kLanes * (bf16 ? 2 : 1))});
@@ -1547,22 +1566,29 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
       } else {
         auto pairType = VectorType::get({2}, bf16Type);
         SmallVector<Value> idx = {e, wr[i], em.mul(k, em.idx(2))};
-        Value pair =
-            inBounds
-                ? (Value)vector::LoadOp::create(b, pairType, w, idx)
-                : (Value)vector::TransferReadOp::create(
-                      b, pairType, w, idx, bf16Zero, ArrayRef<bool>{false});
+        Value bits;
+        if (inBounds) {
+          Value pair = vector::LoadOp::create(b, pairType, w, idx);
+          bits = vector::ExtractOp::create(
+              b,
+              vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()),
+                                        pair),
+              ArrayRef<int64_t>{0});
+        } else {
+          // The last k of an odd depth: its weight alone in the low half
+          // (a scalar load: a masked load of bf16 lanes would make LLVM
+          // promote them to f32 and call __truncsfbf2 on CPUs without
+          // AVX-512 BF16).
+          Value last =
+              arith::BitcastOp::create(b, b.getI16Type(), em.load(w, idx));
+          bits = arith::ExtUIOp::create(b, b.getI32Type(), last);
+        }
         auto i32s = VectorType::get({kLanes}, b.getI32Type());
-        Value bits = vector::ExtractOp::create(
-            b,
-            vector::BitCastOp::create(b, VectorType::get({1}, b.getI32Type()),
-                                      pair),
-            ArrayRef<int64_t>{0});
         bc = vector::BitCastOp::create(
             b, pairVec, vector::BroadcastOp::create(b, i32s, bits));
       }
-      for (int64_t v = 0; v < kPanelVecs; ++v)
-        next.push_back(multiplyAdd(a[v], bc, c[i * kPanelVecs + v]));
+      for (int64_t v = 0; v < vecs; ++v)
+        next.push_back(multiplyAdd(a[v], bc, c[i * vecs + v]));
     }
     return next;
   };
@@ -1645,8 +1671,9 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
                              StoreRowsFn storeRows) {
-              em.loop(pm, pmHi, [&](Value p) {
-                SmallVector<Value> inits(kPanelVecs * kTileCols, zeroVec);
+              // A panel of `vecs` vectors of rows, from lo + (p - p0) * 32.
+              auto runPanel = [&](Value p, Value base, int64_t vecs) {
+                SmallVector<Value> inits(vecs * kTileCols, zeroVec);
                 // bf16: whole pairs of k, then the last k alone when the
                 // depth is odd (its weight read masked).
                 Value steps = bf16 ? arith::DivUIOp::create(b, depth, em.idx(2))
@@ -1655,28 +1682,43 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                 SmallVector<Value> acc = em.loop(
                     zero, steps, inits,
                     [&](Value k, ValueRange c) {
-                      return panelStep(e, p, k, wr, true, c);
+                      return panelStep(vecs, e, p, k, wr, true, c);
                     },
                     1);
                 if (bf16)
                   acc = em.loop(
                       steps, ceilDiv(depth, 2), acc,
                       [&](Value k, ValueRange c) {
-                        return panelStep(e, p, k, wr, false, c);
+                        return panelStep(vecs, e, p, k, wr, false, c);
                       },
                       1);
-                // Rows of this panel: lo + (p - p0) * 32 + [0, 32).
-                Value base = em.add(lo, em.mul(em.sub(p, p0), panelRows));
-                for (int64_t v = 0; v < kPanelVecs; ++v) {
+                for (int64_t v = 0; v < vecs; ++v) {
                   Value vbase = em.add(base, em.idx(v * kLanes));
                   SmallVector<Value> cols;
                   for (int64_t i = 0; i < kTileCols; ++i)
-                    cols.push_back(acc[i * kPanelVecs + v]);
+                    cols.push_back(acc[i * vecs + v]);
                   Value scale;
                   if (rowScale)
                     scale = readVec(rowScale, ValueRange{vbase}, false);
                   storeRows(vbase, tileEpilogue(em, epilogue, cols, scale));
                 }
+              };
+              // An expert's last panel takes a tile of as many vectors as
+              // it has rows for (a 1 x 12 tile for 16 rows or fewer,
+              // about half of the last panels with the default tile)
+              // instead of computing zero rows.
+              em.loop(pm, pmHi, [&](Value p) {
+                Value base = em.add(lo, em.mul(em.sub(p, p0), panelRows));
+                Value left = em.sub(hi, base);
+                std::function<void(int64_t)> fitted = [&](int64_t vecs) {
+                  if (vecs == kPanelVecs)
+                    return runPanel(p, base, vecs);
+                  em.ifThen(
+                      em.ge(em.idx(vecs * kLanes), left),
+                      [&] { runPanel(p, base, vecs); },
+                      [&] { fitted(vecs + 1); });
+                };
+                fitted(1);
               });
             });
           });
@@ -1712,32 +1754,67 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                       for (int64_t j0 = 0; j0 < kTileCols; j0 += kDotCols) {
                         int64_t cols = std::min(kDotCols, kTileCols - j0);
                         SmallVector<Value> inits(kDotRows * cols, zeroVec);
-                        SmallVector<Value> acc = dotOverK(
-                            inits,
-                            [&](Value k0, bool inBounds,
-                                ValueRange c) -> SmallVector<Value> {
-                              SmallVector<Value> a, next;
-                              for (int64_t q = 0; q < kDotRows; ++q)
-                                a.push_back(
-                                    readTokens({srcs[q], k0}, inBounds));
-                              for (int64_t j = 0; j < cols; ++j) {
-                                Value wv =
-                                    readWeights({e, wr[j0 + j], k0}, inBounds);
-                                for (int64_t q = 0; q < kDotRows; ++q)
-                                  next.push_back(multiplyAdd(
-                                      a[q], wv, c[j * kDotRows + q]));
-                              }
-                              return next;
-                            });
-                        for (int64_t j = 0; j < cols; ++j)
+                        auto step = [&](Value k0, bool inBounds,
+                                        ValueRange c) -> SmallVector<Value> {
+                          SmallVector<Value> a, next;
                           for (int64_t q = 0; q < kDotRows; ++q)
+                            a.push_back(readTokens({srcs[q], k0}, inBounds));
+                          for (int64_t j = 0; j < cols; ++j) {
+                            Value wv =
+                                readWeights({e, wr[j0 + j], k0}, inBounds);
+                            for (int64_t q = 0; q < kDotRows; ++q)
+                              next.push_back(
+                                  multiplyAdd(a[q], wv, c[j * kDotRows + q]));
+                          }
+                          return next;
+                        };
+                        SmallVector<Value> acc, tail;
+                        if (!bf16) {
+                          acc = dotOverK(inits, step);
+                        } else {
+                          // bf16: whole vectors of k, then the tail in
+                          // scalars (masked bf16 loads would be promoted to
+                          // f32 lanes and rounded back by __truncsfbf2 on
+                          // CPUs without AVX-512 BF16).
+                          acc = em.loop(
+                              zero, depthMain, inits,
+                              [&](Value k0, ValueRange c) {
+                                return step(k0, true, c);
+                              },
+                              kVec);
+                          SmallVector<Value> tailInits(kDotRows * cols,
+                                                       em.f32(0.0));
+                          tail = em.loop(
+                              depthMain, depth, tailInits,
+                              [&](Value k, ValueRange t) {
+                                SmallVector<Value> xs, next;
+                                for (int64_t q = 0; q < kDotRows; ++q)
+                                  xs.push_back(roundScalarToBF16(
+                                      em, em.loadF(x, {srcs[q], k}), bf16Dot));
+                                for (int64_t j = 0; j < cols; ++j) {
+                                  Value wk = arith::ExtFOp::create(
+                                      b, b.getF32Type(),
+                                      em.load(w, {e, wr[j0 + j], k}));
+                                  for (int64_t q = 0; q < kDotRows; ++q)
+                                    next.push_back(em.add(
+                                        t[j * kDotRows + q],
+                                        arith::MulFOp::create(b, xs[q], wk)));
+                                }
+                                return next;
+                              },
+                              1);
+                        }
+                        for (int64_t j = 0; j < cols; ++j)
+                          for (int64_t q = 0; q < kDotRows; ++q) {
+                            Value sum = vector::ReductionOp::create(
+                                b, vector::CombiningKind::ADD,
+                                acc[j * kDotRows + q],
+                                arith::FastMathFlags::reassoc);
+                            if (bf16)
+                              sum = em.add(sum, tail[j * kDotRows + q]);
                             sums[q].push_back(
-                                em.select(valids[q],
-                                          vector::ReductionOp::create(
-                                              b, vector::CombiningKind::ADD,
-                                              acc[j * kDotRows + q],
-                                              arith::FastMathFlags::reassoc),
-                                          em.f32(0.0)));
+                                em.select(valids[q], sum, em.f32(0.0)));
+                          }
                       }
                       for (int64_t q = 0; q < kDotRows; ++q) {
                         Value scale =
@@ -1764,13 +1841,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 }
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                         bool bf16Dot) {
+                         bool bf16Dot, CPUTile tile) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
   if (isF32(op.getResult()) && isF32(op.getInput()) &&
       (isF32(op.getWeight()) ||
        getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
-    return lowerGroupedMatmulFast(b, op, bf16Dot);
+    return lowerGroupedMatmulFast(b, op, bf16Dot, tile);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -2502,8 +2579,17 @@ Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
 // The pass
 //===----------------------------------------------------------------------===//
 
+/// What the CPU lowering of grouped_matmul is told about its target: BF16
+/// dot products, the register file, and tile sizes from the pass options
+/// (0: the cost model's).
+struct CPUTarget {
+  bool bf16Dot = false;
+  CPUVectorUnit unit;
+  CPUTile tile{0, 0};
+};
+
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
-                       bool bf16Dot) {
+                       const CPUTarget &target) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
@@ -2521,8 +2607,37 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
               << getElementTypeOrSelf(matmul.getWeight()) << " yet (f32 only)";
           return;
         }
-        results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
-                              : lowerGroupedMatmul(b, matmul, bf16Dot));
+        // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
+        // overrides the pass's tile for this op.
+        bool bf16 = getElementTypeOrSelf(matmul.getWeight()).isBF16();
+        CPUTile opTile = chooseCPUTile(
+            target.unit, !bf16            ? TileOperands::F32
+                         : target.bf16Dot ? TileOperands::BF16Dot
+                                          : TileOperands::BF16Emulated);
+        if (target.tile.panelVectors)
+          opTile.panelVectors = target.tile.panelVectors;
+        if (target.tile.columns)
+          opTile.columns = target.tile.columns;
+        if (Attribute attr = matmul->getAttr(kTileAttr)) {
+          auto sizes = dyn_cast<DenseI64ArrayAttr>(attr);
+          if (!sizes || sizes.size() != 2) {
+            status = matmul.emitOpError("expects '")
+                     << kTileAttr
+                     << "' to be array<i64: panel-vectors, tile-columns>, "
+                        "not "
+                     << attr;
+            return;
+          }
+          opTile = {sizes[0], sizes[1]};
+          if (!isSupportedCPUTile(opTile)) {
+            status = matmul.emitOpError("has an unsupported '")
+                     << kTileAttr << "' " << attr << " (" << kTileRule << ")";
+            return;
+          }
+        }
+        results.push_back(
+            gpu ? lowerGroupedMatmulGPU(b, matmul)
+                : lowerGroupedMatmul(b, matmul, target.bf16Dot, opTile));
       })
       .Case([&](CombineOp combine) {
         results.push_back(lowerCombine(b, combine, gpu));
@@ -2550,6 +2665,16 @@ struct MoELowerToLoopsPass
   void runOnOperation() override {
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
+    CPUTarget target{
+        bf16Dot, {vectorBits, vectorRegisters}, {panelVectors, tileColumns}};
+    CPUTile checked{panelVectors ? panelVectors : 1,
+                    tileColumns ? tileColumns : 2};
+    if (!isSupportedCPUTile(checked)) {
+      emitError(root->getLoc(), "unsupported tile options panel-vectors=")
+          << int64_t(panelVectors) << " tile-columns=" << int64_t(tileColumns)
+          << " (" << kTileRule << ", or 0 for the cost model's)";
+      return signalPassFailure();
+    }
     // Region ops first (their bodies may hold moe ops), then the rest.
     SmallVector<Operation *> regionOps, ops;
     root->walk([&](Operation *op) {
@@ -2557,7 +2682,7 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op, gpu, bf16Dot)))
+      if (failed(lowerOne(rewriter, op, gpu, target)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -2568,13 +2693,62 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op, gpu, bf16Dot)))
+      if (failed(lowerOne(rewriter, op, gpu, target)))
         return signalPassFailure();
     }
   }
 };
 
 } // namespace
+
+bool mlir::moe::isSupportedCPUTile(CPUTile tile) {
+  return tile.panelVectors >= 1 && tile.panelVectors <= 4 &&
+         tile.columns >= 2 && tile.columns <= 32 && tile.columns % 2 == 0;
+}
+
+CPUTile mlir::moe::chooseCPUTile(CPUVectorUnit unit, TileOperands operands) {
+  // A 16-lane f32 vector takes `parts` registers. Per k step (a pair of k
+  // for bf16) a tile of v vectors by c columns loads parts * v panel
+  // registers and broadcasts c weights, into parts * v * c accumulator
+  // registers. Widened bf16 pairs take twice the operand registers (even
+  // and odd halves) and two FMAs per product. The tile kept has the most
+  // accumulators among those whose accumulators take at most three
+  // quarters of the registers, whose accumulators and operands leave one
+  // register spare, and whose loads are at most two thirds of their
+  // FMAs; ties go to fewer vector instructions (widening bf16 costs one
+  // per weight column), then to fewer panel vectors, which pad small
+  // experts less.
+  // Measured here (docs/design.md): AVX-512 2 x 12 (2 x 14, 28
+  // accumulators, ran 8% slower; 1 x 24, 25 loads per 24 FMAs, 2.4x
+  // slower); AVX2 f32 1 x 6 (2.1x the 2 x 12 tile, which spills); AVX2
+  // widened bf16 1 x 4 (1 x 6 spills).
+  int64_t parts = std::max<int64_t>(1, 512 / std::max(unit.bits, 1u));
+  bool widened = operands == TileOperands::BF16Emulated;
+  int64_t registers = unit.registers;
+  int64_t panelRegisters = widened ? 2 * parts : parts;
+  int64_t weightRegisters = widened ? 2 : 1, fmasPerProduct = widened ? 2 : 1;
+  CPUTile best{1, 2};
+  int64_t bestAccumulators = 0, bestOps = 0;
+  for (int64_t v = 1; v <= 4; ++v)
+    for (int64_t c = 2; c <= 32; c += 2) {
+      int64_t accumulators = parts * v * c;
+      int64_t used = accumulators + panelRegisters * v + weightRegisters;
+      int64_t loads = parts * v + c, fmas = accumulators * fmasPerProduct;
+      if (4 * accumulators > 3 * registers || used > registers - 1 ||
+          3 * loads > 2 * fmas)
+        continue;
+      // Vector instructions per step: the FMAs, and for widened bf16 two
+      // shifts or masks per broadcast weight and per panel register.
+      int64_t ops = fmas + (widened ? 2 * (c + parts * v) : 0);
+      if (accumulators > bestAccumulators ||
+          (accumulators == bestAccumulators && ops < bestOps)) {
+        best = {v, c};
+        bestAccumulators = accumulators;
+        bestOps = ops;
+      }
+    }
+  return best;
+}
 
 LogicalResult mlir::moe::buildGPULauncherBody(func::FuncOp fn) {
   auto config = fn->getAttrOfType<DictionaryAttr>(kGpuLauncherAttr);

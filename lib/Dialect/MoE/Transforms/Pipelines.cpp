@@ -20,14 +20,22 @@ constexpr const char *kBufferize =
     "buffer-deallocation-pipeline,";
 
 std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
-                                         bool bf16Dot) {
+                                         bool bf16Dot, CPUVectorUnit unit,
+                                         StringRef schedule) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
   std::string finalize = genericAllocation
                              ? "finalize-memref-to-llvm{use-generic-functions},"
                              : "finalize-memref-to-llvm,";
-  return std::string("moe-expand-layer,") +
-         (bf16Dot ? "moe-lower-to-loops{bf16-dot}," : "moe-lower-to-loops,") +
+  // A schedule runs on the expanded ops (it can annotate them, e.g. with
+  // `moe.tile`) before they are lowered.
+  std::string scheduled;
+  if (!schedule.empty())
+    scheduled = "moe-apply-schedule{schedule=\"" + schedule.str() + "\"},";
+  return std::string("moe-expand-layer,") + scheduled +
+         "moe-lower-to-loops{bf16-dot=" + (bf16Dot ? "1" : "0") +
+         " vector-bits=" + std::to_string(unit.bits) +
+         " vector-registers=" + std::to_string(unit.registers) + "}," +
          "moe-approximate-vector-math,"
          "canonicalize,cse," +
          kBufferize +
@@ -133,11 +141,17 @@ LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
                            errors);
 }
 
-LogicalResult mlir::moe::buildMoECPUPipeline(OpPassManager &pm,
-                                             bool genericAllocation,
-                                             bool openmp, bool bf16Dot) {
+LogicalResult
+mlir::moe::buildMoECPUPipeline(OpPassManager &pm, bool genericAllocation,
+                               bool openmp, bool bf16Dot, CPUVectorUnit unit,
+                               StringRef schedule, raw_ostream &errors) {
+  if (schedule.contains('"'))
+    return errors << "a schedule path cannot contain '\"': " << schedule
+                  << "\n",
+           failure();
   return parsePassPipeline(
-      getMoECPUPipeline(genericAllocation, openmp, bf16Dot), pm, llvm::errs());
+      getMoECPUPipeline(genericAllocation, openmp, bf16Dot, unit, schedule), pm,
+      errors);
 }
 
 namespace {
@@ -168,6 +182,19 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "bf16-dot",
       llvm::cl::desc("bf16 weights: AVX-512 BF16 dot products (vdpbf16ps)"),
       llvm::cl::init(false)};
+  Option<unsigned> vectorBits{
+      *this, "vector-bits",
+      llvm::cl::desc("Width of the target's vector registers (the tile cost "
+                     "model's input)"),
+      llvm::cl::init(moe::CPUVectorUnit().bits)};
+  Option<unsigned> vectorRegisters{
+      *this, "vector-registers",
+      llvm::cl::desc("Number of the target's vector registers"),
+      llvm::cl::init(moe::CPUVectorUnit().registers)};
+  Option<std::string> schedule{
+      *this, "schedule",
+      llvm::cl::desc("transform-dialect file run on the expanded ops before "
+                     "they are lowered (it can set moe.tile)")};
 };
 } // namespace
 
@@ -194,8 +221,11 @@ void mlir::moe::registerMoEPipelines() {
       "Lower moe IR on tensors to the LLVM dialect for the CPU "
       "(expand, lower to loops, bufferize, convert to LLVM)",
       [](OpPassManager &pm, const CPUPipelineOptions &options) {
-        if (failed(buildMoECPUPipeline(pm, /*genericAllocation=*/false,
-                                       /*openmp=*/true, options.bf16Dot)))
-          llvm::report_fatal_error("invalid built-in moe-cpu-pipeline");
+        if (failed(buildMoECPUPipeline(
+                pm, /*genericAllocation=*/false,
+                /*openmp=*/true, options.bf16Dot,
+                {options.vectorBits, options.vectorRegisters},
+                options.schedule)))
+          llvm::report_fatal_error("invalid moe-cpu-pipeline options");
       });
 }

@@ -22,6 +22,35 @@ namespace moe {
 #define GEN_PASS_DECL
 #include "moe/Dialect/MoE/Transforms/Passes.h.inc"
 
+/// The register tile of the CPU panel kernel of `moe.grouped_matmul`
+/// (docs/design.md): `panelVectors` vectors of 16 token rows by `columns`
+/// weight rows (for `silu_glu`, half gate rows and the matching up rows).
+struct CPUTile {
+  int64_t panelVectors = 2;
+  int64_t columns = 12;
+};
+
+/// Whether the kernel supports `tile`: 1 to 4 panel vectors, an even
+/// number of columns from 2 to 32.
+bool isSupportedCPUTile(CPUTile tile);
+
+/// What the tile's products are computed from: f32 FMAs; AVX-512 BF16 dot
+/// products on bf16 pairs; or bf16 pairs widened into two f32 halves each
+/// (bf16 weights without BF16 instructions: twice the operand registers
+/// and FMAs).
+enum class TileOperands { F32, BF16Dot, BF16Emulated };
+
+/// The vector register file the CPU lowering targets.
+struct CPUVectorUnit {
+  unsigned bits = 512;
+  unsigned registers = 32;
+};
+
+/// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile
+/// sizes").
+CPUTile chooseCPUTile(CPUVectorUnit unit,
+                      TileOperands operands = TileOperands::F32);
+
 /// Patterns that decompose `moe.layer` into gate / route / dispatch_plan /
 /// grouped_matmul / combine (the body of `--moe-expand-layer`).
 void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
@@ -35,14 +64,24 @@ void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
 /// loops (the code then needs libomp when it is linked or loaded); without
 /// it they run sequentially. With `bf16Dot`, bf16 expert weights use
 /// AVX-512 BF16 dot products (the target CPU must have them).
+/// `unit` is the vector register file grouped_matmul register tiles are
+/// chosen for (chooseCPUTile). A non-empty
+/// `schedule` names a transform-dialect file whose `__transform_main`
+/// runs on the expanded ops before they are lowered; it can set one op's
+/// tile with `transform.annotate %op "moe.tile" = array<i64: V, C>`
+/// (docs/design.md, "Tile sizes").
 std::string getMoECPUPipeline(bool genericAllocation = false,
-                              bool openmp = true, bool bf16Dot = false);
+                              bool openmp = true, bool bf16Dot = false,
+                              CPUVectorUnit unit = {},
+                              llvm::StringRef schedule = "");
 
-/// Adds the CPU pipeline to `pm` (anchored on builtin.module).
-llvm::LogicalResult buildMoECPUPipeline(OpPassManager &pm,
-                                        bool genericAllocation = false,
-                                        bool openmp = true,
-                                        bool bf16Dot = false);
+/// Adds the CPU pipeline to `pm` (anchored on builtin.module); errors go to
+/// `errors`.
+llvm::LogicalResult
+buildMoECPUPipeline(OpPassManager &pm, bool genericAllocation = false,
+                    bool openmp = true, bool bf16Dot = false,
+                    CPUVectorUnit unit = {}, llvm::StringRef schedule = "",
+                    llvm::raw_ostream &errors = llvm::errs());
 
 /// The textual pass pipeline that lowers moe IR (tensor functions) to host
 /// code in the LLVM dialect that launches NVPTX kernels embedded as a

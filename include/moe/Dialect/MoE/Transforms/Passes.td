@@ -39,14 +39,21 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     bufferization:
 
     * `moe.gate` becomes a `linalg.generic` contraction;
-    * `moe.grouped_matmul` on f32 becomes two `scf.parallel` loops: one
-      packs each expert's rows (read through the gather map) into k-major
-      panels of 32 rows; the other runs (column chunk, expert) work items of
-      a register-tiled vector kernel (32 rows x 12 weight rows, weights read
-      in place in their `[out, in]` layout) with the epilogue applied to the
-      accumulators; experts with fewer than 16 rows take a weight-streaming
-      dot-product kernel instead. Other precisions become, per expert, a
-      `linalg.generic` GEMM on the subview of that expert's rows;
+    * `moe.grouped_matmul` on f32 tokens (f32 or bf16 weights) becomes
+      two `scf.parallel` loops: one packs each expert's rows (read through
+      the gather map) into k-major panels of 16 x `panel-vectors` rows; the
+      other runs (column chunk, expert) work items of a register-tiled
+      vector kernel (`panel-vectors` x 16 rows by `tile-columns` weight
+      rows, weights read in place in their `[out, in]` layout) with the
+      epilogue applied to the accumulators. An expert's last panel takes
+      only as many row vectors as it has rows for. The tile comes from a
+      cost model of the register file (`vector-bits`, `vector-registers`;
+      2 x 12 for AVX-512, 1 x 6 for AVX2), from `panel-vectors` /
+      `tile-columns`, or from the op's own `moe.tile` attribute (e.g. set
+      by a schedule, `--moe-apply-schedule`). Experts with fewer than 16
+      rows take a weight-streaming dot-product kernel instead. Other
+      precisions become, per expert, a `linalg.generic` GEMM on the
+      subview of that expert's rows;
     * `moe.route`, `moe.dispatch_plan`, `moe.combine`, `moe.aux_loss`,
       `moe.z_loss` and `moe.expert_load` become `scf.for` loop nests over
       buffers, bridged into tensor IR with `bufferization.to_buffer` and
@@ -75,7 +82,23 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
            "bf16 weights: use AVX-512 BF16 dot products (vdpbf16ps); "
            "without it they are computed by f32 FMAs with the same result "
-           "(denormals aside)">
+           "(denormals aside)">,
+    Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"512",
+           "Width of the target's vector registers, for the tile cost "
+           "model">,
+    Option<"vectorRegisters", "vector-registers", "unsigned",
+           /*default=*/"32",
+           "Number of the target's vector registers, for the tile cost "
+           "model">,
+    Option<"panelVectors", "panel-vectors", "int64_t", /*default=*/"0",
+           "CPU grouped_matmul register tile: vectors of 16 token rows "
+           "(1 to 4; 0: the cost model's)">,
+    Option<"tileColumns", "tile-columns", "int64_t", /*default=*/"0",
+           "CPU grouped_matmul register tile: weight rows (even, 2 to 32; "
+           "half gate and half up rows for silu_glu; 0: the cost "
+           "model's). An op's own "
+           "`moe.tile` (array<i64: panel-vectors, tile-columns>) overrides "
+           "both options">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
@@ -90,6 +113,27 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     "::mlir::vector::VectorDialect",
     "::mlir::x86vector::X86VectorDialect"
   ];
+}
+
+def MoEApplySchedule : Pass<"moe-apply-schedule", "::mlir::ModuleOp"> {
+  let summary = "Run a transform-dialect schedule file on the module";
+  let description = [{
+    Parses `schedule`, a module holding a `transform.named_sequence
+    @__transform_main`, and applies that sequence to the module. The CPU
+    pipeline runs it right after `moe-expand-layer`, so a schedule sees
+    every `moe.grouped_matmul` and can set one op's register tile with
+    `transform.annotate %op "moe.tile" = %param` (an
+    `array<i64: panel-vectors, tile-columns>`; see `moe-lower-to-loops`).
+    Unlike `transform-preload-library`, the schedule is parsed for each
+    run and owned by it, so one context can lower many modules, each with
+    its own schedule. A missing file, a parse error, a missing entry point
+    or a failing transform is a pass failure with its diagnostic.
+  }];
+  let options = [
+    Option<"schedule", "schedule", "std::string", /*default=*/"",
+           "Transform-dialect file with @__transform_main">
+  ];
+  let dependentDialects = ["::mlir::transform::TransformDialect"];
 }
 
 def MoEApproximateVectorMath : Pass<"moe-approximate-vector-math"> {

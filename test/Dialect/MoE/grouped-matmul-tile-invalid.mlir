@@ -1,0 +1,30 @@
+// RUN: moe-opt --moe-lower-to-loops --verify-diagnostics --split-input-file %s
+
+// A moe.tile the panel kernel cannot build is a located error.
+func.func @odd_columns(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
+                       %offsets: tensor<5xi32>) -> tensor<?x32xf32> {
+  // expected-error @below {{has an unsupported 'moe.tile' array<i64: 2, 7> (expected 1 to 4 panel vectors and an even number of columns from 2 to 32)}}
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu> {moe.tile = array<i64: 2, 7>}
+      : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @too_many_vectors(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
+                            %offsets: tensor<5xi32>) -> tensor<?x32xf32> {
+  // expected-error @below {{has an unsupported 'moe.tile' array<i64: 5, 2>}}
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu> {moe.tile = array<i64: 5, 2>}
+      : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @not_an_array(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
+                        %offsets: tensor<5xi32>) -> tensor<?x32xf32> {
+  // expected-error @below {{expects 'moe.tile' to be array<i64: panel-vectors, tile-columns>, not 12 : i64}}
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu> {moe.tile = 12}
+      : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
