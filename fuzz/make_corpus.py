@@ -70,6 +70,21 @@ def models(rng):
     yield "hash", hashed, t
 
 
+GROUPED_MATMUL_TILE = """\
+func.func @tiles(%x: tensor<?x24xf32>, %w: tensor<4x40x24xf32>,
+                 %wb: tensor<4x40x24xbf16>, %offsets: tensor<5xi32>)
+    -> (tensor<?x20xf32>, tensor<?x40xf32>) {
+  %a = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      {moe.tile = array<i64: 3, 4>}
+      : tensor<?x24xf32>, tensor<4x40x24xf32>, tensor<5xi32> -> tensor<?x20xf32>
+  %b = moe.grouped_matmul %x, %wb, %offsets epilogue <relu>
+      {moe.tile = array<i64: 1, 6>}
+      : tensor<?x24xf32>, tensor<4x40x24xbf16>, tensor<5xi32> -> tensor<?x40xf32>
+  return %a, %b : tensor<?x20xf32>, tensor<?x40xf32>
+}
+"""
+
+
 def main():
     rng = random.Random(7)
     # Generated seeds are rewritten; fuzzer findings (regression-*) stay.
@@ -94,6 +109,9 @@ def main():
         "8x64x96xf32", "8x64x96xbf16")
     with open(os.path.join(OUT, "IR", "mixtral_t1_layer_bf16.mlir"), "w") as f:
         f.write(text)
+    # Grouped GEMMs with their own register tiles (moe.tile), f32 and bf16.
+    with open(os.path.join(OUT, "IR", "grouped_matmul_tile.mlir"), "w") as f:
+        f.write(GROUPED_MATMUL_TILE)
     for i in range(5):
         with open(os.path.join(OUT, "Run", "batch%d" % i), "wb") as f:
             f.write(bytes([i % 4, 5 + 7 * i, 2, 3, 1, 0]))
