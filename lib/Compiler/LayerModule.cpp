@@ -522,8 +522,15 @@ void storeInto(ImplicitLocOpBuilder &b, Value tensor, Value buffer) {
       b, TypeRange{}, tensor, buffer, /*restrict=*/true, /*writable=*/true);
 }
 
+/// The location of a layer's generated ops: its symbol, so a diagnostic
+/// about any of them (a schedule's bad tile, a failed lowering) names the
+/// layer.
+Location layerLoc(OpBuilder &builder, const LayerABI &abi) {
+  return NameLoc::get(builder.getStringAttr(abi.symbol));
+}
+
 void buildForward(OpBuilder &builder, const LayerABI &abi) {
-  Location loc = builder.getUnknownLoc();
+  Location loc = layerLoc(builder, abi);
   func::FuncOp fn =
       createEntry(builder, loc, abi.symbol + "__forward", abi.forwardArgs);
   ImplicitLocOpBuilder b(loc, builder);
@@ -547,7 +554,7 @@ void buildForward(OpBuilder &builder, const LayerABI &abi) {
 }
 
 void buildRoute(OpBuilder &builder, const LayerABI &abi) {
-  Location loc = builder.getUnknownLoc();
+  Location loc = layerLoc(builder, abi);
   func::FuncOp fn =
       createEntry(builder, loc, abi.symbol + "__route", abi.routeArgs);
   ImplicitLocOpBuilder b(loc, builder);
