@@ -42,7 +42,7 @@
 // Decode kernel: 32 values of k per vector, tokens rounded as read; then
 // the tail of k in scalars.
 // CHECK:   vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<32xf32>
-// CHECK:   vector.transfer_read %{{.*}} : memref<4x256x64xbf16>, vector<32xbf16>
+// CHECK:   vector.load %{{.*}} : memref<4x256x64xbf16>, vector<32xbf16>
 // HW:      x86vector.avx512.dot
 // CHECK:   memref.load %{{.*}} : memref<4x256x64xbf16>
 // CHECK:   arith.extf %{{.*}} : bf16 to f32
