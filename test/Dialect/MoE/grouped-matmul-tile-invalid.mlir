@@ -28,3 +28,24 @@ func.func @not_an_array(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
       : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }
+
+// -----
+
+// moe.depth_block counts k steps per block: a positive integer.
+func.func @zero_depth_block(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
+                            %offsets: tensor<5xi32>) -> tensor<?x32xf32> {
+  // expected-error @below {{expects 'moe.depth_block' to be a positive integer of at most 32 bits (k steps per block), not 0 : i64}}
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu> {moe.depth_block = 0 : i64}
+      : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+func.func @array_depth_block(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
+                             %offsets: tensor<5xi32>) -> tensor<?x32xf32> {
+  // expected-error @below {{expects 'moe.depth_block' to be a positive integer of at most 32 bits (k steps per block), not array<i64: 4>}}
+  %y = moe.grouped_matmul %x, %w, %offsets epilogue <relu> {moe.depth_block = array<i64: 4>}
+      : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}

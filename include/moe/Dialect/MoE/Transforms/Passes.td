@@ -50,8 +50,10 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
       cost model of the register file (`vector-bits`, `vector-registers`;
       2 x 12 for AVX-512, 1 x 6 for AVX2), from `panel-vectors` /
       `tile-columns`, or from the op's own `moe.tile` attribute (e.g. set
-      by a schedule, `--moe-apply-schedule`). Experts with fewer than 16
-      rows take a weight-streaming dot-product kernel instead. Other
+      by a schedule, `--moe-apply-schedule`). Deep GEMMs take k in blocks
+      (`depth-block`, or the op's `moe.depth_block`), keeping partial sums
+      between blocks. Experts with fewer than 16 rows take a
+      weight-streaming dot-product kernel instead. Other
       precisions become, per expert, a `linalg.generic` GEMM on the
       subview of that expert's rows;
     * `moe.route`, `moe.dispatch_plan`, `moe.combine`, `moe.aux_loss`,
@@ -98,7 +100,13 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "half gate and half up rows for silu_glu; 0: the cost "
            "model's). An op's own "
            "`moe.tile` (array<i64: panel-vectors, tile-columns>) overrides "
-           "both options">
+           "both options">,
+    Option<"depthBlock", "depth-block", "unsigned", /*default=*/"0",
+           "CPU grouped_matmul: take k in blocks of this many steps "
+           "(values of k; pairs of them for bf16 weights) when the depth "
+           "has more (0: blocks of 1024 steps, only for depths above "
+           "2048 steps of experts with at least 32 MB of weights). An "
+           "op's own `moe.depth_block` (i64) overrides it">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",

@@ -1,0 +1,66 @@
+// RUN: moe-opt --moe-lower-to-loops %s | FileCheck %s --check-prefix=DEFAULT
+// RUN: moe-opt --moe-lower-to-loops="depth-block=16" %s \
+// RUN:   | FileCheck %s --check-prefix=OPTION
+
+// Blocks of k in the panel kernel. By default only a depth whose 32-row
+// panels do not fit two at a time in the 512 KB panel block (more than
+// 2048 steps), of experts whose weights take at least 32 MB, is taken in
+// blocks of 1024 steps; the sums of the blocks before the last wait in a
+// buffer of one vector per accumulator and (panel, column block), and the
+// epilogue runs after the last block.
+// DEFAULT-LABEL: func.func @deep
+// DEFAULT:       %[[PARTIAL:.*]] = memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// DEFAULT:       scf.for %[[KB:.*]] = %c0{{.*}} to
+// DEFAULT:         arith.cmpi eq, %[[KB]], %c0
+// DEFAULT:         scf.if {{.*}} -> (vector<16xf32>
+// DEFAULT:           vector.load %[[PARTIAL]]
+// DEFAULT:         arith.cmpi eq, %[[KB]]
+// DEFAULT-NEXT:    scf.if
+// DEFAULT:           math.exp
+// DEFAULT:         } else {
+// DEFAULT:           vector.store %{{.*}}, %[[PARTIAL]]
+func.func @deep(%x: tensor<?x4096xf32>, %w: tensor<4x2048x4096xf32>,
+                %offsets: tensor<5xi32>) -> tensor<?x1024xf32> {
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      : tensor<?x4096xf32>, tensor<4x2048x4096xf32>, tensor<5xi32> -> tensor<?x1024xf32>
+  return %h : tensor<?x1024xf32>
+}
+
+// The same depth with 16 MB per expert: its weights can stay in the
+// last-level cache between panels, and blocks of k only cost.
+// DEFAULT-LABEL: func.func @cached
+// DEFAULT-NOT:   memref<?x?x24x16xf32>
+// DEFAULT:       return
+func.func @cached(%x: tensor<?x4096xf32>, %w: tensor<4x1024x4096xf32>,
+                  %offsets: tensor<5xi32>) -> tensor<?x512xf32> {
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      : tensor<?x4096xf32>, tensor<4x1024x4096xf32>, tensor<5xi32> -> tensor<?x512xf32>
+  return %h : tensor<?x512xf32>
+}
+
+// Two panels of depth 2048 fit (64 MB per expert): one block, no partial sums (the kernel of
+// before k blocks). With depth-block=16 the pass option blocks it too.
+// DEFAULT-LABEL: func.func @fits
+// DEFAULT-NOT:   memref<?x?x24x16xf32>
+// DEFAULT:       return
+// OPTION-LABEL:  func.func @fits
+// OPTION:        memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+func.func @fits(%x: tensor<?x2048xf32>, %w: tensor<4x8192x2048xf32>,
+                %offsets: tensor<5xi32>) -> tensor<?x4096xf32> {
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      : tensor<?x2048xf32>, tensor<4x8192x2048xf32>, tensor<5xi32> -> tensor<?x4096xf32>
+  return %h : tensor<?x4096xf32>
+}
+
+// An op's own moe.depth_block (e.g. set by a schedule's transform.annotate)
+// overrides the default, here on a depth of 64 and bf16 weights (steps are
+// pairs of k): partial sums for its 2 x 12 tile.
+// DEFAULT-LABEL: func.func @own_blocks
+// DEFAULT:       memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// OPTION-LABEL:  func.func @own_blocks
+func.func @own_blocks(%x: tensor<?x64xf32>, %w: tensor<4x48x64xbf16>,
+                      %offsets: tensor<5xi32>) -> tensor<?x48xf32> {
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <none> {moe.depth_block = 8 : i64}
+      : tensor<?x64xf32>, tensor<4x48x64xbf16>, tensor<5xi32> -> tensor<?x48xf32>
+  return %h : tensor<?x48xf32>
+}
