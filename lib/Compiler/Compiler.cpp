@@ -28,6 +28,7 @@
 #include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Memory.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -39,6 +40,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include <sys/mman.h>
@@ -450,7 +452,8 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
   llvm::raw_string_ostream pipelineStream(pipelineErrors);
   if (failed(buildMoECPUPipeline(
           pm, cachingAllocator, openmp, features->bf16Dot,
-          CPUVectorUnit{features->vectorBits, features->vectorRegisters},
+          CPUTargetModel{{features->vectorBits, features->vectorRegisters},
+                         features->lastLevelCacheBytes},
           schedule, pipelineStream)))
     return makeError("cannot build the moe CPU pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
@@ -551,6 +554,46 @@ createTargetMachine(const CodegenOptions &options) {
 
 } // namespace
 
+namespace {
+
+/// The size of the highest-level data or unified cache of CPU 0, from
+/// Linux sysfs ("32768K"); nothing where sysfs does not say.
+std::optional<int64_t> hostLastLevelCacheBytes() {
+  std::optional<int64_t> best;
+  int bestLevel = 0;
+  for (int index = 0; index < 16; ++index) {
+    std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    auto read = [&](StringRef name) -> std::string {
+      auto buffer = llvm::MemoryBuffer::getFile(dir + "/" + name.str(),
+                                                /*IsText=*/true);
+      return buffer ? (*buffer)->getBuffer().trim().str() : std::string();
+    };
+    std::string level = read("level"), type = read("type"), size = read("size");
+    if (level.empty())
+      break;
+    int levelNumber = 0;
+    if (type == "Instruction" || StringRef(level).getAsInteger(10, levelNumber))
+      continue;
+    StringRef text(size);
+    int64_t scale = 1;
+    if (text.consume_back("K"))
+      scale = 1024;
+    else if (text.consume_back("M"))
+      scale = 1024 * 1024;
+    int64_t value = 0;
+    if (text.getAsInteger(10, value) || value <= 0)
+      continue;
+    if (levelNumber > bestLevel) {
+      bestLevel = levelNumber;
+      best = value * scale;
+    }
+  }
+  return best;
+}
+
+} // namespace
+
 llvm::Expected<CPUFeatures>
 mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   CodegenOptions options;
@@ -567,6 +610,9 @@ mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   } else if (info->checkFeatures("+avx")) {
     features.vectorBits = 256;
   }
+  if (targetCPU == "native")
+    if (std::optional<int64_t> bytes = hostLastLevelCacheBytes())
+      features.lastLevelCacheBytes = *bytes;
   return features;
 }
 

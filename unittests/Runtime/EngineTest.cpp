@@ -614,3 +614,27 @@ TEST(JITSections, StayTogetherWhateverElseIsMapped) {
   for (void *other : others)
     munmap(other, 3 * gib);
 }
+
+// The last-level cache size the rule for blocks of k reads: the host's for
+// "native" (sysfs; the largest data or unified cache level of CPU 0), the
+// 32 MiB default for a named CPU, whose cache the compiler cannot know.
+TEST(CPUFeatures, LastLevelCache) {
+  auto named = mlir::moe::compiler::getCPUFeatures("x86-64-v3");
+  ASSERT_TRUE(bool(named)) << llvm::toString(named.takeError());
+  EXPECT_EQ(named->lastLevelCacheBytes, int64_t(32) << 20);
+  auto native = mlir::moe::compiler::getCPUFeatures("native");
+  ASSERT_TRUE(bool(native)) << llvm::toString(native.takeError());
+  // Any real last-level cache is larger than the 48 KiB of an L1 and far
+  // below 4 GiB.
+  EXPECT_GT(native->lastLevelCacheBytes, int64_t(64) << 10);
+  EXPECT_LT(native->lastLevelCacheBytes, int64_t(4) << 30);
+  FILE *l3 = std::fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+  if (!l3)
+    return;
+  long kib = 0;
+  char unit = 0;
+  int fields = std::fscanf(l3, "%ld%c", &kib, &unit);
+  std::fclose(l3);
+  if (fields == 2 && unit == 'K')
+    EXPECT_EQ(native->lastLevelCacheBytes, int64_t(kib) << 10);
+}

@@ -60,6 +60,10 @@ struct CPUFeatures {
   /// 128) and how many there are.
   unsigned vectorBits = 128;
   unsigned vectorRegisters = 16;
+  /// Bytes of the last-level cache: for "native", the host's (Linux
+  /// sysfs: the highest-level data or unified cache of CPU 0); otherwise,
+  /// or when the host does not say, 32 MiB (CPUTargetModel's default).
+  int64_t lastLevelCacheBytes = int64_t(32) << 20;
 };
 /// The features of `targetCPU` ("native" or an LLVM CPU name); an error
 /// for an unknown CPU.

@@ -1,6 +1,8 @@
 // RUN: moe-opt --moe-lower-to-loops %s | FileCheck %s --check-prefix=DEFAULT
 // RUN: moe-opt --moe-lower-to-loops="depth-block=16" %s \
 // RUN:   | FileCheck %s --check-prefix=OPTION
+// RUN: moe-opt --moe-lower-to-loops="llc-bytes=8388608" %s \
+// RUN:   | FileCheck %s --check-prefix=SMALL-LLC
 
 // Blocks of k in the panel kernel. By default only a depth whose 32-row
 // panels do not fit two at a time in the 512 KB panel block (more than
@@ -27,10 +29,14 @@ func.func @deep(%x: tensor<?x4096xf32>, %w: tensor<4x2048x4096xf32>,
 }
 
 // The same depth with 16 MB per expert: its weights can stay in the
-// last-level cache between panels, and blocks of k only cost.
+// last-level cache (32 MiB unless llc-bytes says otherwise) between
+// panels, and blocks of k only cost. With an 8 MiB cache they cannot.
 // DEFAULT-LABEL: func.func @cached
 // DEFAULT-NOT:   memref<?x?x24x16xf32>
 // DEFAULT:       return
+// SMALL-LLC-LABEL: func.func @cached
+// SMALL-LLC:       memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// SMALL-LLC:       return
 func.func @cached(%x: tensor<?x4096xf32>, %w: tensor<4x1024x4096xf32>,
                   %offsets: tensor<5xi32>) -> tensor<?x512xf32> {
   %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>

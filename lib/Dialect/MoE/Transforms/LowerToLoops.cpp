@@ -1278,9 +1278,6 @@ constexpr int64_t kPanelMinRows = 16;
 /// k steps (values of k, pairs of them for bf16) per block of k, for
 /// depths whose panels do not fit L2 whole (see lowerGroupedMatmulFast).
 constexpr int64_t kDefaultDepthBlock = 1024;
-/// By default, an expert's weights of fewer bytes (they can stay in a large
-/// last-level cache between panels) are not taken in blocks of k.
-constexpr int64_t kDepthBlockMinWeightBytes = 32 << 20;
 /// The discardable attributes that set one op's register tile and k
 /// blocks.
 constexpr llvm::StringLiteral kTileAttr = "moe.tile";
@@ -1397,7 +1394,8 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
 }
 
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                             bool bf16Dot, CPUTile tile, int64_t depthBlock) {
+                             bool bf16Dot, CPUTile tile, int64_t depthBlock,
+                             int64_t cacheBytes) {
   Emitter em(b);
   // The register tile: kPanelVecs vectors of 16 rows by kTileCols weight
   // rows.
@@ -1643,10 +1641,9 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
       weightType.hasStaticShape()
           ? weightType.getDimSize(1) * weightType.getDimSize(2) * (bf16 ? 2 : 4)
           : INT64_MAX;
-  bool oneDepthBlock =
-      (!ShapedType::isDynamic(staticDepth) &&
-       (bf16 ? staticDepth / 2 : staticDepth) <= wholeSteps) ||
-      (!depthBlock && expertWeightBytes < kDepthBlockMinWeightBytes);
+  bool oneDepthBlock = (!ShapedType::isDynamic(staticDepth) &&
+                        (bf16 ? staticDepth / 2 : staticDepth) <= wholeSteps) ||
+                       (!depthBlock && expertWeightBytes < cacheBytes);
   Value blockSteps = steps, depthBlocks = one;
   if (!oneDepthBlock) {
     Value blocked = em.gt(steps, em.idx(wholeSteps));
@@ -1937,13 +1934,14 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 }
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                         bool bf16Dot, CPUTile tile, int64_t depthBlock) {
+                         bool bf16Dot, CPUTile tile, int64_t depthBlock,
+                         int64_t cacheBytes) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
   if (isF32(op.getResult()) && isF32(op.getInput()) &&
       (isF32(op.getWeight()) ||
        getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
-    return lowerGroupedMatmulFast(b, op, bf16Dot, tile, depthBlock);
+    return lowerGroupedMatmulFast(b, op, bf16Dot, tile, depthBlock, cacheBytes);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -2683,6 +2681,7 @@ struct CPUTarget {
   CPUVectorUnit unit;
   CPUTile tile{0, 0};
   int64_t depthBlock = 0;
+  int64_t cacheBytes = CPUTargetModel().lastLevelCacheBytes;
 };
 
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
@@ -2749,7 +2748,8 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
         }
         results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
                               : lowerGroupedMatmul(b, matmul, target.bf16Dot,
-                                                   opTile, depthBlock));
+                                                   opTile, depthBlock,
+                                                   target.cacheBytes));
       })
       .Case([&](CombineOp combine) {
         results.push_back(lowerCombine(b, combine, gpu));
@@ -2780,7 +2780,8 @@ struct MoELowerToLoopsPass
     CPUTarget target{bf16Dot,
                      {vectorBits, vectorRegisters},
                      {panelVectors, tileColumns},
-                     int64_t(depthBlock)};
+                     int64_t(depthBlock),
+                     llcBytes};
     CPUTile checked{panelVectors ? panelVectors : 1,
                     tileColumns ? tileColumns : 2};
     if (!isSupportedCPUTile(checked)) {

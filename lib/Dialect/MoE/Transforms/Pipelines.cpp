@@ -20,7 +20,7 @@ constexpr const char *kBufferize =
     "buffer-deallocation-pipeline,";
 
 std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
-                                         bool bf16Dot, CPUVectorUnit unit,
+                                         bool bf16Dot, CPUTargetModel target,
                                          StringRef schedule) {
   // Pass names are given bare: the manager this is parsed into is already
   // anchored on builtin.module.
@@ -34,8 +34,9 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
     scheduled = "moe-apply-schedule{schedule=\"" + schedule.str() + "\"},";
   return std::string("moe-expand-layer,") + scheduled +
          "moe-lower-to-loops{bf16-dot=" + (bf16Dot ? "1" : "0") +
-         " vector-bits=" + std::to_string(unit.bits) +
-         " vector-registers=" + std::to_string(unit.registers) + "}," +
+         " vector-bits=" + std::to_string(target.unit.bits) +
+         " vector-registers=" + std::to_string(target.unit.registers) +
+         " llc-bytes=" + std::to_string(target.lastLevelCacheBytes) + "}," +
          "moe-approximate-vector-math,"
          "canonicalize,cse," +
          kBufferize +
@@ -143,15 +144,15 @@ LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
 
 LogicalResult
 mlir::moe::buildMoECPUPipeline(OpPassManager &pm, bool genericAllocation,
-                               bool openmp, bool bf16Dot, CPUVectorUnit unit,
+                               bool openmp, bool bf16Dot, CPUTargetModel target,
                                StringRef schedule, raw_ostream &errors) {
   if (schedule.contains('"'))
     return errors << "a schedule path cannot contain '\"': " << schedule
                   << "\n",
            failure();
   return parsePassPipeline(
-      getMoECPUPipeline(genericAllocation, openmp, bf16Dot, unit, schedule), pm,
-      errors);
+      getMoECPUPipeline(genericAllocation, openmp, bf16Dot, target, schedule),
+      pm, errors);
 }
 
 namespace {
@@ -191,6 +192,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       *this, "vector-registers",
       llvm::cl::desc("Number of the target's vector registers"),
       llvm::cl::init(moe::CPUVectorUnit().registers)};
+  Option<int64_t> llcBytes{
+      *this, "llc-bytes",
+      llvm::cl::desc("Bytes of the target's last-level cache (the rule for "
+                     "blocks of k)"),
+      llvm::cl::init(moe::CPUTargetModel().lastLevelCacheBytes)};
   Option<std::string> schedule{
       *this, "schedule",
       llvm::cl::desc("transform-dialect file run on the expanded ops before "
@@ -224,7 +230,8 @@ void mlir::moe::registerMoEPipelines() {
         if (failed(buildMoECPUPipeline(
                 pm, /*genericAllocation=*/false,
                 /*openmp=*/true, options.bf16Dot,
-                {options.vectorBits, options.vectorRegisters},
+                {{options.vectorBits, options.vectorRegisters},
+                 options.llcBytes},
                 options.schedule)))
           llvm::report_fatal_error("invalid moe-cpu-pipeline options");
       });

@@ -46,6 +46,15 @@ struct CPUVectorUnit {
   unsigned registers = 32;
 };
 
+/// What the CPU lowering's cost rules know of the target: its vector
+/// register file (the register tile) and the bytes of its last-level
+/// cache (experts whose weights stay in it take no blocks of k;
+/// docs/design.md, "Blocks of k"). 32 MiB when unknown.
+struct CPUTargetModel {
+  CPUVectorUnit unit;
+  int64_t lastLevelCacheBytes = int64_t(32) << 20;
+};
+
 /// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile
 /// sizes").
 CPUTile chooseCPUTile(CPUVectorUnit unit,
@@ -64,15 +73,16 @@ void populateMoEExpandLayerPatterns(RewritePatternSet &patterns);
 /// loops (the code then needs libomp when it is linked or loaded); without
 /// it they run sequentially. With `bf16Dot`, bf16 expert weights use
 /// AVX-512 BF16 dot products (the target CPU must have them).
-/// `unit` is the vector register file grouped_matmul register tiles are
-/// chosen for (chooseCPUTile). A non-empty
+/// `target` is the vector register file grouped_matmul register tiles are
+/// chosen for (chooseCPUTile) and the last-level cache size the rule for
+/// blocks of k compares expert weights with. A non-empty
 /// `schedule` names a transform-dialect file whose `__transform_main`
 /// runs on the expanded ops before they are lowered; it can set one op's
 /// tile with `transform.annotate %op "moe.tile" = array<i64: V, C>`
 /// (docs/design.md, "Tile sizes").
 std::string getMoECPUPipeline(bool genericAllocation = false,
                               bool openmp = true, bool bf16Dot = false,
-                              CPUVectorUnit unit = {},
+                              CPUTargetModel target = {},
                               llvm::StringRef schedule = "");
 
 /// Adds the CPU pipeline to `pm` (anchored on builtin.module); errors go to
@@ -80,7 +90,7 @@ std::string getMoECPUPipeline(bool genericAllocation = false,
 llvm::LogicalResult
 buildMoECPUPipeline(OpPassManager &pm, bool genericAllocation = false,
                     bool openmp = true, bool bf16Dot = false,
-                    CPUVectorUnit unit = {}, llvm::StringRef schedule = "",
+                    CPUTargetModel target = {}, llvm::StringRef schedule = "",
                     llvm::raw_ostream &errors = llvm::errs());
 
 /// The textual pass pipeline that lowers moe IR (tensor functions) to host

@@ -101,12 +101,16 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "model's). An op's own "
            "`moe.tile` (array<i64: panel-vectors, tile-columns>) overrides "
            "both options">,
+    Option<"llcBytes", "llc-bytes", "int64_t", /*default=*/"33554432",
+           "Bytes of the target's last-level cache: by default experts "
+           "whose weights take fewer are not taken in blocks of k (their "
+           "weights stay in it between panels)">,
     Option<"depthBlock", "depth-block", "unsigned", /*default=*/"0",
            "CPU grouped_matmul: take k in blocks of this many steps "
            "(values of k; pairs of them for bf16 weights) when the depth "
            "has more (0: blocks of 1024 steps, only for depths above "
-           "2048 steps of experts with at least 32 MB of weights). An "
-           "op's own `moe.depth_block` (i64) overrides it">
+           "2048 steps of experts with at least llc-bytes of weights). "
+           "An op's own `moe.depth_block` (i64) overrides it">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
