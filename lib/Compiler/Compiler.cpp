@@ -610,9 +610,10 @@ mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   } else if (info->checkFeatures("+avx")) {
     features.vectorBits = 256;
   }
-  if (targetCPU == "native")
-    if (std::optional<int64_t> bytes = hostLastLevelCacheBytes())
-      features.lastLevelCacheBytes = *bytes;
+  // Read once: every lowering for the native CPU asks.
+  static const std::optional<int64_t> hostCache = hostLastLevelCacheBytes();
+  if (targetCPU == "native" && hostCache)
+    features.lastLevelCacheBytes = *hostCache;
   return features;
 }
 

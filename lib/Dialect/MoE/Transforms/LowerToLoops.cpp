@@ -274,15 +274,9 @@ public:
   /// guarded loads); both sides yield a value of `type`.
   Value ifValue(Type type, Value cond, function_ref<Value()> thenBody,
                 function_ref<Value()> elseBody) {
-    auto ifOp = scf::IfOp::create(b, TypeRange{type}, cond,
-                                  /*addThenBlock=*/true,
-                                  /*addElseBlock=*/true);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToEnd(ifOp.thenBlock());
-    scf::YieldOp::create(b, thenBody());
-    b.setInsertionPointToEnd(ifOp.elseBlock());
-    scf::YieldOp::create(b, elseBody());
-    return ifOp.getResult(0);
+    return ifValues(
+        TypeRange{type}, cond, [&] { return SmallVector<Value>{thenBody()}; },
+        [&] { return SmallVector<Value>{elseBody()}; })[0];
   }
   /// `ifValue` for several values of `types`.
   SmallVector<Value> ifValues(TypeRange types, Value cond,
@@ -1644,13 +1638,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   bool oneDepthBlock = (!ShapedType::isDynamic(staticDepth) &&
                         (bf16 ? staticDepth / 2 : staticDepth) <= wholeSteps) ||
                        (!depthBlock && expertWeightBytes < cacheBytes);
-  Value blockSteps = steps, depthBlocks = one;
+  Value blockSteps = steps, depthBlocks = one, lastDepthBlock;
   if (!oneDepthBlock) {
     Value blocked = em.gt(steps, em.idx(wholeSteps));
     blockSteps = em.select(blocked, em.idx(blockStepsC), steps);
     depthBlocks = em.select(blocked, ceilDiv(steps, blockStepsC), one);
+    lastDepthBlock = em.sub(depthBlocks, one);
   }
-  Value lastDepthBlock = em.sub(depthBlocks, one);
   Value blockPanels =
       em.maxI(one, arith::DivUIOp::create(b, em.idx(kPanelBlockBytes),
                                           em.mul(em.maxI(blockSteps, one),
@@ -2678,10 +2672,9 @@ Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
 /// (0: the cost model's).
 struct CPUTarget {
   bool bf16Dot = false;
-  CPUVectorUnit unit;
+  CPUTargetModel model;
   CPUTile tile{0, 0};
   int64_t depthBlock = 0;
-  int64_t cacheBytes = CPUTargetModel().lastLevelCacheBytes;
 };
 
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
@@ -2707,9 +2700,9 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
         // overrides the pass's tile for this op.
         bool bf16 = getElementTypeOrSelf(matmul.getWeight()).isBF16();
         CPUTile opTile = chooseCPUTile(
-            target.unit, !bf16            ? TileOperands::F32
-                         : target.bf16Dot ? TileOperands::BF16Dot
-                                          : TileOperands::BF16Emulated);
+            target.model.unit, !bf16            ? TileOperands::F32
+                               : target.bf16Dot ? TileOperands::BF16Dot
+                                                : TileOperands::BF16Emulated);
         if (target.tile.panelVectors)
           opTile.panelVectors = target.tile.panelVectors;
         if (target.tile.columns)
@@ -2746,10 +2739,11 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
           }
           depthBlock = steps.getInt();
         }
-        results.push_back(gpu ? lowerGroupedMatmulGPU(b, matmul)
-                              : lowerGroupedMatmul(b, matmul, target.bf16Dot,
-                                                   opTile, depthBlock,
-                                                   target.cacheBytes));
+        results.push_back(
+            gpu ? lowerGroupedMatmulGPU(b, matmul)
+                : lowerGroupedMatmul(b, matmul, target.bf16Dot, opTile,
+                                     depthBlock,
+                                     target.model.lastLevelCacheBytes));
       })
       .Case([&](CombineOp combine) {
         results.push_back(lowerCombine(b, combine, gpu));
@@ -2778,10 +2772,9 @@ struct MoELowerToLoopsPass
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
     CPUTarget target{bf16Dot,
-                     {vectorBits, vectorRegisters},
+                     {{vectorBits, vectorRegisters}, llcBytes},
                      {panelVectors, tileColumns},
-                     int64_t(depthBlock),
-                     llcBytes};
+                     int64_t(depthBlock)};
     CPUTile checked{panelVectors ? panelVectors : 1,
                     tileColumns ? tileColumns : 2};
     if (!isSupportedCPUTile(checked)) {
