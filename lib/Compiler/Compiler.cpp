@@ -453,7 +453,8 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
   if (failed(buildMoECPUPipeline(
           pm, cachingAllocator, openmp, features->bf16Dot,
           CPUTargetModel{{features->vectorBits, features->vectorRegisters},
-                         features->lastLevelCacheBytes},
+                         features->lastLevelCacheBytes,
+                         features->l2CacheBytes},
           schedule, pipelineStream)))
     return makeError("cannot build the moe CPU pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
@@ -556,11 +557,16 @@ createTargetMachine(const CodegenOptions &options) {
 
 namespace {
 
-/// The size of the highest-level data or unified cache of CPU 0, from
-/// Linux sysfs ("32768K"); nothing where sysfs does not say.
-std::optional<int64_t> hostLastLevelCacheBytes() {
-  std::optional<int64_t> best;
-  int bestLevel = 0;
+/// Sizes of CPU 0's data or unified caches, from Linux sysfs ("32768K"):
+/// the level-2 one and the highest-level one; nothing where sysfs does
+/// not say.
+struct HostCaches {
+  std::optional<int64_t> l2, last;
+};
+
+HostCaches readHostCaches() {
+  HostCaches caches;
+  int lastLevel = 0;
   for (int index = 0; index < 16; ++index) {
     std::string dir =
         "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
@@ -584,12 +590,14 @@ std::optional<int64_t> hostLastLevelCacheBytes() {
     int64_t value = 0;
     if (text.getAsInteger(10, value) || value <= 0)
       continue;
-    if (levelNumber > bestLevel) {
-      bestLevel = levelNumber;
-      best = value * scale;
+    if (levelNumber == 2)
+      caches.l2 = value * scale;
+    if (levelNumber > lastLevel) {
+      lastLevel = levelNumber;
+      caches.last = value * scale;
     }
   }
-  return best;
+  return caches;
 }
 
 } // namespace
@@ -611,9 +619,13 @@ mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
     features.vectorBits = 256;
   }
   // Read once: every lowering for the native CPU asks.
-  static const std::optional<int64_t> hostCache = hostLastLevelCacheBytes();
-  if (targetCPU == "native" && hostCache)
-    features.lastLevelCacheBytes = *hostCache;
+  static const HostCaches host = readHostCaches();
+  if (targetCPU == "native") {
+    if (host.last)
+      features.lastLevelCacheBytes = *host.last;
+    if (host.l2)
+      features.l2CacheBytes = *host.l2;
+  }
   return features;
 }
 

@@ -638,3 +638,41 @@ TEST(CPUFeatures, LastLevelCache) {
   if (fields == 2 && unit == 'K')
     EXPECT_EQ(native->lastLevelCacheBytes, int64_t(kib) << 10);
 }
+
+// The L2 size the panel blocks take half of: the host's level-2 data or
+// unified cache for "native", 1 MiB for a named CPU.
+TEST(CPUFeatures, L2Cache) {
+  auto named = mlir::moe::compiler::getCPUFeatures("x86-64-v4");
+  ASSERT_TRUE(bool(named)) << llvm::toString(named.takeError());
+  EXPECT_EQ(named->l2CacheBytes, int64_t(1) << 20);
+  auto native = mlir::moe::compiler::getCPUFeatures("native");
+  ASSERT_TRUE(bool(native)) << llvm::toString(native.takeError());
+  EXPECT_GE(native->l2CacheBytes, int64_t(64) << 10);
+  EXPECT_LE(native->l2CacheBytes, native->lastLevelCacheBytes);
+  for (int index = 0; index < 16; ++index) {
+    std::string dir =
+        "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    auto readLine = [&](const char *name) {
+      std::string text;
+      if (FILE *f = std::fopen((dir + "/" + name).c_str(), "r")) {
+        char line[64] = {0};
+        if (std::fgets(line, sizeof line, f))
+          text = line;
+        std::fclose(f);
+      }
+      while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
+        text.pop_back();
+      return text;
+    };
+    std::string level = readLine("level");
+    if (level.empty())
+      break;
+    if (level != "2" || readLine("type") == "Instruction")
+      continue;
+    long kib = 0;
+    char unit = 0;
+    if (std::sscanf(readLine("size").c_str(), "%ld%c", &kib, &unit) == 2 &&
+        unit == 'K')
+      EXPECT_EQ(native->l2CacheBytes, int64_t(kib) << 10);
+  }
+}

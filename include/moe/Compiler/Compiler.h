@@ -64,6 +64,9 @@ struct CPUFeatures {
   /// sysfs: the highest-level data or unified cache of CPU 0); otherwise,
   /// or when the host does not say, 32 MiB (CPUTargetModel's default).
   int64_t lastLevelCacheBytes = int64_t(32) << 20;
+  /// Bytes of one core's level-2 cache: for "native", the host's (sysfs:
+  /// the level-2 data or unified cache of CPU 0); otherwise 1 MiB.
+  int64_t l2CacheBytes = int64_t(1) << 20;
 };
 /// The features of `targetCPU` ("native" or an LLVM CPU name); an error
 /// for an unknown CPU.

@@ -3,6 +3,12 @@
 // RUN:   | FileCheck %s --check-prefix=OPTION
 // RUN: moe-opt --moe-lower-to-loops="llc-bytes=8388608" %s \
 // RUN:   | FileCheck %s --check-prefix=SMALL-LLC
+// RUN: moe-opt --moe-lower-to-loops="l2-bytes=2097152" %s \
+// RUN:   | FileCheck %s --check-prefix=BIG-L2
+// RUN: not moe-opt --moe-lower-to-loops="l2-bytes=0" %s 2>&1 \
+// RUN:   | FileCheck %s --check-prefix=BAD-CACHE
+
+// BAD-CACHE: error: cache sizes must be positive, not llc-bytes=33554432 l2-bytes=0
 
 // Blocks of k in the panel kernel. By default only a depth whose 32-row
 // panels do not fit two at a time in the 512 KB panel block (more than
@@ -11,6 +17,7 @@
 // buffer of one vector per accumulator and (panel, column block), and the
 // epilogue runs after the last block.
 // DEFAULT-LABEL: func.func @deep
+// DEFAULT:       arith.constant 524288 : index
 // DEFAULT:       %[[PARTIAL:.*]] = memref.alloc({{.*}}) : memref<?x?x24x16xf32>
 // DEFAULT:       scf.for %[[KB:.*]] = %c0{{.*}} to
 // DEFAULT:         arith.cmpi eq, %[[KB]], %c0
@@ -21,6 +28,13 @@
 // DEFAULT:           math.exp
 // DEFAULT:         } else {
 // DEFAULT:           vector.store %{{.*}}, %[[PARTIAL]]
+// Panel blocks are half the L2 (1 MiB unless l2-bytes says otherwise):
+// with a 2 MiB L2 a block holds two panels of depth 4096 whole, so there
+// are no blocks of k.
+// BIG-L2-LABEL: func.func @deep
+// BIG-L2:       arith.constant 1048576 : index
+// BIG-L2-NOT:   memref<?x?x24x16xf32>
+// BIG-L2:       return
 func.func @deep(%x: tensor<?x4096xf32>, %w: tensor<4x2048x4096xf32>,
                 %offsets: tensor<5xi32>) -> tensor<?x1024xf32> {
   %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>

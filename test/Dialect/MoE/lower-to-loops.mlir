@@ -62,12 +62,18 @@ func.func @grouped_matmul_bf16(%x: tensor<?x64xbf16>, %w: tensor<4x32x64xbf16>,
 
 // -----
 
-// Routing, planning and combining are loop nests over buffers; the f32
-// gate runs on the same micro-kernel as the experts (a 2-D weight).
+// Routing and planning are loop nests over buffers; the f32 gate is a
+// grouped matmul of one expert holding every token, so it runs on the
+// experts' parallel panel kernel (and their decode kernel for few tokens).
 // CHECK-LABEL: func.func @parts
 // CHECK-NOT: moe.
-// CHECK: vector.transfer_read %{{.*}} : memref<8x64xf32>, vector<16xf32>
-// CHECK: vector.fma
+// CHECK: tensor.expand_shape %{{.*}} output_shape [1, 8, 64] : tensor<8x64xf32> into tensor<1x8x64xf32>
+// CHECK: scf.parallel
+// CHECK: scf.parallel
+// CHECK: memref.load %{{.*}} : memref<1x8x64xf32>
+// CHECK-NEXT: vector.broadcast
+// CHECK-NEXT: vector.fma
+// CHECK: vector.reduction <add>
 // CHECK: scf.for
 // CHECK: return
 func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>) {
@@ -82,6 +88,49 @@ func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32
   %z = moe.z_loss %logits : tensor<?x8xf32> -> tensor<f32>
   %load = moe.expert_load %idx : tensor<?x2xi32> -> tensor<8xi32>
   return %w, %rows, %offsets, %aux, %z, %load : tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>
+}
+
+// -----
+
+// On CPUs the f32 combine is a parallel loop over tokens summing vectors
+// of 16 columns over the token's slots, in slot order, in registers: an
+// in-range plan row adds weight * y[row], -2 (passthrough) adds the token
+// itself, and the column tail is a masked transfer.
+// CHECK-LABEL: func.func @combine
+// CHECK: scf.parallel (%[[T:.*]]) = (%c0) to (%{{.*}}) step (%{{.*}}) {
+// CHECK:   scf.for %[[C:.*]] = %c0 to %{{.*}} step %c16 {
+// CHECK:     %[[SUM:.*]] = scf.for %[[J:.*]] = %c0 to %{{.*}} step %{{.*}} iter_args(%[[ACC:.*]] = %cst{{.*}}) -> (vector<16xf32>) {
+// CHECK:       %[[ROW:.*]] = memref.load %{{.*}}[%[[T]], %[[J]]] : memref<?x2xi32>
+// CHECK:       %[[WT:.*]] = memref.load %{{.*}}[%[[T]], %[[J]]] : memref<?x2xf32>
+// CHECK:       vector.broadcast %[[WT]] : f32 to vector<16xf32>
+// CHECK:       scf.if
+// CHECK:         vector.transfer_read %{{.*}}[%{{.*}}, %[[C]]], %{{.*}} : memref<?x40xf32>, vector<16xf32>
+// CHECK:         arith.mulf
+// CHECK:         arith.addf %[[ACC]]
+// CHECK:       } else {
+// CHECK:         arith.cmpi eq, %[[ROW]], %c-2_i32
+// CHECK:         vector.transfer_read %{{.*}}[%[[T]], %[[C]]], %{{.*}} : memref<?x40xf32>, vector<16xf32>
+// CHECK:     vector.transfer_write %[[SUM]], %{{.*}}[%[[T]], %[[C]]] : vector<16xf32>, memref<?x40xf32>
+func.func @combine(%y: tensor<?x40xf32>, %w: tensor<?x2xf32>, %rows: tensor<?x2xi32>,
+                   %x: tensor<?x40xf32>) -> tensor<?x40xf32> {
+  %out = moe.combine %y, %w, %rows passthrough(%x : tensor<?x40xf32>)
+      : tensor<?x40xf32>, tensor<?x2xf32>, tensor<?x2xi32> -> tensor<?x40xf32>
+  return %out : tensor<?x40xf32>
+}
+
+// -----
+
+// Other precisions combine one output element per parallel iteration.
+// CHECK-LABEL: func.func @combine_f16
+// CHECK-NOT: vector.
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%{{.*}}, %{{.*}}) to (%{{.*}}, %{{.*}}) step (%{{.*}}, %{{.*}}) {
+// CHECK:   scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %cst{{.*}}) -> (f32)
+// CHECK:   arith.truncf %{{.*}} : f32 to f16
+func.func @combine_f16(%y: tensor<?x40xf16>, %w: tensor<?x2xf32>, %rows: tensor<?x2xi32>)
+    -> tensor<?x40xf16> {
+  %out = moe.combine %y, %w, %rows
+      : tensor<?x40xf16>, tensor<?x2xf32>, tensor<?x2xi32> -> tensor<?x40xf16>
+  return %out : tensor<?x40xf16>
 }
 
 // -----

@@ -2,14 +2,17 @@
 //
 // Lowers every `moe` op to upstream dialects for the CPU:
 //
-// * `moe.gate` becomes a `linalg.generic` contraction on tensors;
+// * `moe.gate` on f32 becomes a one-expert `moe.grouped_matmul` lowered
+//   as below; other precisions a `linalg.generic` contraction on tensors;
 // * `moe.grouped_matmul` on f32 becomes a packing loop and a parallel loop
 //   of register-tiled vector kernels (see "the panel kernel" below); other
 //   precisions one `linalg.generic` GEMM per expert over that expert's rows
 //   of the dispatch plan (a subview), with the epilogue applied as the rows
 //   are written back;
-// * the routing, plan, combine and statistics ops are short loop nests
-//   (`scf.for` over `memref`), one pass over the tokens each;
+// * `moe.combine` becomes a parallel loop over tokens (vectors of columns
+//   for f32);
+// * the routing, plan and statistics ops are short loop nests (`scf.for`
+//   over `memref`), one pass over the tokens each;
 // * `moe.experts` becomes an `scf.for` over experts with the region inlined.
 //
 // Buffer-level code is embedded in tensor IR through
@@ -405,110 +408,8 @@ void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
 // moe.gate
 //===----------------------------------------------------------------------===//
 
-/// Rows and columns of the register block, and the vector width (f32
-/// lanes) of the dot-product micro-kernel.
-constexpr int64_t kBlockRows = 4, kBlockCols = 4, kLanes = 16;
-
-/// acc[r, j] = sum_k a[r, k] * w[e, j, k] for r in [lo, hi) and j in
-/// [0, cols), all f32, both operands contiguous along k (the [out, in]
-/// checkpoint layout): a register-blocked micro-kernel of 4 x 4 vector
-/// accumulators of 16 lanes, k in steps of 16 with the tail read
-/// zero-padded. Rows and columns past the edges re-read the last valid
-/// one and are not stored.
-void emitDotKernel(Emitter &em, Value a, Value lo, Value hi, Value w, Value e,
-                   Value cols, Value depth, Value acc) {
-  ImplicitLocOpBuilder &b = em.b;
-  Value zero = em.idx(0), one = em.idx(1);
-  auto vecType = VectorType::get({kLanes}, b.getF32Type());
-  Value pad = em.f32(0.0);
-  Value zeroVec = em.f32Like(vecType, 0.0);
-  Value lastRow = em.sub(hi, one), lastCol = em.sub(cols, one);
-  em.loop(
-      lo, hi,
-      [&](Value i0) {
-        SmallVector<Value> rows;
-        for (int64_t r = 0; r < kBlockRows; ++r)
-          rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
-        em.loop(
-            zero, cols,
-            [&](Value j0) {
-              SmallVector<Value> colIdx;
-              for (int64_t c = 0; c < kBlockCols; ++c)
-                colIdx.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
-              SmallVector<Value> inits(kBlockRows * kBlockCols, zeroVec);
-              auto forOp =
-                  scf::ForOp::create(b, zero, depth, em.idx(kLanes), inits);
-              {
-                OpBuilder::InsertionGuard guard(b);
-                b.setInsertionPointToEnd(forOp.getBody());
-                Value k0 = forOp.getInductionVar();
-                SmallVector<Value> aVec, wVec;
-                for (Value row : rows)
-                  aVec.push_back(vector::TransferReadOp::create(
-                      b, vecType, a, ValueRange{row, k0}, pad,
-                      ArrayRef<bool>{false}));
-                for (Value col : colIdx) {
-                  SmallVector<Value> idx = {col, k0};
-                  if (e)
-                    idx.insert(idx.begin(), e);
-                  wVec.push_back(vector::TransferReadOp::create(
-                      b, vecType, w, idx, pad, ArrayRef<bool>{false}));
-                }
-                SmallVector<Value> next;
-                for (int64_t r = 0; r < kBlockRows; ++r)
-                  for (int64_t c = 0; c < kBlockCols; ++c)
-                    next.push_back(vector::FMAOp::create(
-                        b, vecType, aVec[r], wVec[c],
-                        forOp.getRegionIterArgs()[r * kBlockCols + c]));
-                scf::YieldOp::create(b, next);
-              }
-              for (int64_t r = 0; r < kBlockRows; ++r) {
-                Value i = em.add(i0, em.idx(r));
-                for (int64_t c = 0; c < kBlockCols; ++c) {
-                  Value j = em.add(j0, em.idx(c));
-                  Value sum = vector::ReductionOp::create(
-                      b, vector::CombiningKind::ADD,
-                      forOp.getResult(r * kBlockCols + c),
-                      arith::FastMathFlags::reassoc);
-                  em.ifThen(em.andI(em.lt(i, hi), em.lt(j, cols)), [&] {
-                    em.store(sum, acc, {i, j});
-                  });
-                }
-              }
-            },
-            kBlockCols);
-      },
-      kBlockRows);
-}
-
-/// The f32 gate on the dot-product micro-kernel: logits = x . Wg^T (+ b).
-Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
-  Emitter em(b);
-  auto type = cast<RankedTensorType>(op.getType());
-  Value x = toBuffer(b, op.getInput());
-  Value w = toBuffer(b, op.getWeight());
-  Value numTokens = em.dim(x, 0), numCols = em.dim(w, 0);
-  SmallVector<Value> dyn;
-  if (type.isDynamicDim(0))
-    dyn.push_back(numTokens);
-  if (type.isDynamicDim(1))
-    dyn.push_back(numCols);
-  Value logits = em.allocLike(type, dyn);
-  em.ifThen(em.gt(numTokens, em.idx(0)), [&] {
-    emitDotKernel(em, x, em.idx(0), numTokens, w, Value(), numCols,
-                  em.dim(x, 1), logits);
-  });
-  if (Value bias = op.getBias()) {
-    Value biasBuffer = toBuffer(b, bias);
-    em.loop(em.idx(0), numTokens, [&](Value t) {
-      em.loop(em.idx(0), numCols, [&](Value c) {
-        em.store(em.add(em.load(logits, {t, c}), em.load(biasBuffer, {c})),
-                 logits, {t, c});
-      });
-    });
-  }
-  return toTensor(b, logits, type);
-}
+/// The vector width (f32 lanes) of the CPU kernels.
+constexpr int64_t kLanes = 16;
 
 /// logits + bias (broadcast over the rows), as a `linalg.generic`.
 Value addGateBias(ImplicitLocOpBuilder &b, Value logits, Value bias,
@@ -573,10 +474,13 @@ Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
 
 Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op);
 
-/// The gate on GPUs: the grouped-matmul kernels with one expert holding
-/// every token (the decode kernel streams the router weights once for a
-/// few tokens; the tiled kernel takes larger batches).
-Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
+/// The gate as a grouped matmul with one expert holding every token,
+/// lowered by `lowerMatmul`: on GPUs the decode kernel streams the router
+/// weights once for a few tokens and the tiled kernel takes larger
+/// batches; on CPUs the f32 gate takes the expert GEMM's panel kernel
+/// (threads, register tiles) and its decode kernel for a few tokens.
+Value lowerGateAsMatmul(ImplicitLocOpBuilder &b, GateOp op,
+                        function_ref<Value(GroupedMatmulOp)> lowerMatmul) {
   auto type = cast<RankedTensorType>(op.getType());
   auto wType = cast<RankedTensorType>(op.getWeight().getType());
   Value w3 = tensor::ExpandShapeOp::create(
@@ -594,7 +498,7 @@ Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
   auto matmul = GroupedMatmulOp::create(b, matmulType, op.getInput(), w3,
                                         offsets, /*gather=*/Value(),
                                         /*row_scale=*/Value(), Epilogue::none);
-  Value logits = lowerGroupedMatmulGPU(b, matmul);
+  Value logits = lowerMatmul(matmul);
   matmul.erase();
   if (Value bias = op.getBias()) {
     SmallVector<OpFoldResult> sizes = {
@@ -605,14 +509,6 @@ Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
   if (logits.getType() != type)
     logits = tensor::CastOp::create(b, type, logits);
   return logits;
-}
-
-Value lowerGate(ImplicitLocOpBuilder &b, GateOp op) {
-  if (getElementTypeOrSelf(op.getType()).isF32() &&
-      getElementTypeOrSelf(op.getInput()).isF32() &&
-      getElementTypeOrSelf(op.getWeight()).isF32())
-    return lowerGateF32(b, op);
-  return lowerGateGeneric(b, op);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1265,9 +1161,10 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
 // block major, so a static split gives every thread an equal share of every
 // expert's columns however skewed the expert loads are.
 
-/// Work items per expert along the columns, and the bytes of token panels
-/// kept in L2 while weight tiles stream past them.
-constexpr int64_t kColumnChunks = 4, kPanelBlockBytes = 512 * 1024;
+/// Work items per expert along the columns. (The bytes of token panels
+/// kept in L2 while weight tiles stream past them are half the target's
+/// L2: CPUTargetModel::l2CacheBytes.)
+constexpr int64_t kColumnChunks = 4;
 constexpr int64_t kPanelMinRows = 16;
 /// k steps (values of k, pairs of them for bf16) per block of k, for
 /// depths whose panels do not fit L2 whole (see lowerGroupedMatmulFast).
@@ -1389,8 +1286,11 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
 
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                              bool bf16Dot, CPUTile tile, int64_t depthBlock,
-                             int64_t cacheBytes) {
+                             const CPUTargetModel &model) {
   Emitter em(b);
+  // Bytes of token panels per block: half the L2, so that the block and
+  // the weight tiles streaming past it both stay there.
+  const int64_t panelBlockBytes = std::max<int64_t>(model.l2CacheBytes / 2, 1);
   // The register tile: kPanelVecs vectors of 16 rows by kTileCols weight
   // rows.
   const int64_t kPanelVecs = tile.panelVectors,
@@ -1627,7 +1527,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
       bf16 ? arith::DivUIOp::create(b, depth, em.idx(2)).getResult() : depth;
   int64_t blockStepsC = depthBlock ? depthBlock : kDefaultDepthBlock;
   int64_t wholeSteps =
-      depthBlock ? depthBlock : kPanelBlockBytes / (2 * kPanelRows * 4);
+      depthBlock ? depthBlock
+                 : std::max<int64_t>(panelBlockBytes / (2 * kPanelRows * 4), 1);
   int64_t staticDepth =
       cast<RankedTensorType>(op.getInput().getType()).getDimSize(1);
   auto weightType = cast<RankedTensorType>(op.getWeight().getType());
@@ -1635,9 +1536,10 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
       weightType.hasStaticShape()
           ? weightType.getDimSize(1) * weightType.getDimSize(2) * (bf16 ? 2 : 4)
           : INT64_MAX;
-  bool oneDepthBlock = (!ShapedType::isDynamic(staticDepth) &&
-                        (bf16 ? staticDepth / 2 : staticDepth) <= wholeSteps) ||
-                       (!depthBlock && expertWeightBytes < cacheBytes);
+  bool oneDepthBlock =
+      (!ShapedType::isDynamic(staticDepth) &&
+       (bf16 ? staticDepth / 2 : staticDepth) <= wholeSteps) ||
+      (!depthBlock && expertWeightBytes < model.lastLevelCacheBytes);
   Value blockSteps = steps, depthBlocks = one, lastDepthBlock;
   if (!oneDepthBlock) {
     Value blocked = em.gt(steps, em.idx(wholeSteps));
@@ -1646,7 +1548,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     lastDepthBlock = em.sub(depthBlocks, one);
   }
   Value blockPanels =
-      em.maxI(one, arith::DivUIOp::create(b, em.idx(kPanelBlockBytes),
+      em.maxI(one, arith::DivUIOp::create(b, em.idx(panelBlockBytes),
                                           em.mul(em.maxI(blockSteps, one),
                                                  em.idx(kPanelRows * 4))));
   Value partial;
@@ -1929,13 +1831,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                          bool bf16Dot, CPUTile tile, int64_t depthBlock,
-                         int64_t cacheBytes) {
+                         const CPUTargetModel &model) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
   if (isF32(op.getResult()) && isF32(op.getInput()) &&
       (isF32(op.getWeight()) ||
        getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
-    return lowerGroupedMatmulFast(b, op, bf16Dot, tile, depthBlock, cacheBytes);
+    return lowerGroupedMatmulFast(b, op, bf16Dot, tile, depthBlock, model);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -2388,8 +2290,11 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
 // moe.combine
 //===----------------------------------------------------------------------===//
 
-/// On GPUs (`gpu`), one parallel iteration per output element, the slots
-/// summed in their order (deterministic); on CPUs a loop over tokens.
+/// out[t, :] = sum over the slots j of weights[t, j] * y[rows[t, j], :], the
+/// slots summed in their order from zero (deterministic, and the same sums
+/// on every target). On CPUs with f32 rows, a parallel loop over tokens
+/// summing vectors of 16 columns in registers; otherwise (GPUs, other
+/// precisions) one parallel iteration per output element.
 Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
   Emitter em(b);
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -2409,7 +2314,11 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
   if (resultType.isDynamicDim(1))
     dyn.push_back(width);
   Value out = em.allocLike(resultType, dyn);
-  if (gpu) {
+  bool f32 =
+      resultType.getElementType().isF32() &&
+      getElementTypeOrSelf(y.getType()).isF32() &&
+      (!passthrough || getElementTypeOrSelf(passthrough.getType()).isF32());
+  if (gpu || !f32) {
     parallelLoop2D(em, numTokens, width, [&](Value t, Value c) {
       Value sum = em.loop(
           zero, slots, ValueRange{em.f32(0.0)},
@@ -2442,29 +2351,41 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
     });
     return toTensor(b, out, resultType);
   }
-  Value acc = em.alloc({ShapedType::kDynamic}, b.getF32Type(), {width});
-  em.loop(zero, numTokens, [&](Value t) {
-    em.fill(acc, em.f32(0.0));
-    em.loop(zero, slots, [&](Value j) {
-      Value r = em.load(rows, {t, j});
-      Value wt = em.loadF(weights, {t, j});
-      auto accumulate = [&](Value source, Value row) {
-        em.loop(zero, width, [&](Value c) {
-          Value v = em.mul(wt, em.loadF(source, {row, c}));
-          em.store(em.add(em.load(acc, {c}), v), acc, {c});
-        });
-      };
-      em.ifThen(
-          em.inRange(r, zero, numRows), [&] { accumulate(y, em.toIndex(r)); },
-          [&] {
-            if (passthrough)
-              em.ifThen(em.eq(r, em.i32(-2)),
-                        [&] { accumulate(passthrough, t); });
-          });
-    });
-    em.loop(zero, width, [&](Value c) {
-      em.storeF(em.load(acc, {c}), out, {t, c});
-    });
+  VectorType vt = vec16(b);
+  Value pad = em.f32(0.0);
+  auto readRow = [&](Value source, Value row, Value c) -> Value {
+    return vector::TransferReadOp::create(b, vt, source, ValueRange{row, c},
+                                          pad, ArrayRef<bool>{false});
+  };
+  parallelLoop(em, zero, numTokens, [&](Value t) {
+    em.loop(
+        zero, width,
+        [&](Value c) {
+          Value sum = em.loop(
+              zero, slots, ValueRange{em.f32Like(vt, 0.0)},
+              [&](Value j, ValueRange acc) -> SmallVector<Value> {
+                Value r = em.load(rows, {t, j});
+                Value wt = vector::BroadcastOp::create(
+                    b, vt, em.load(weights, {t, j}));
+                auto weighted = [&](Value source, Value row) -> Value {
+                  return em.add(acc[0], em.mul(wt, readRow(source, row, c)));
+                };
+                return {em.ifValue(
+                    vt, em.inRange(r, zero, numRows),
+                    [&] { return weighted(y, em.toIndex(r)); },
+                    [&]() -> Value {
+                      if (!passthrough)
+                        return acc[0];
+                      return em.ifValue(
+                          vt, em.eq(r, em.i32(-2)),
+                          [&] { return weighted(passthrough, t); },
+                          [&] { return acc[0]; });
+                    })};
+              })[0];
+          vector::TransferWriteOp::create(b, sum, out, ValueRange{t, c},
+                                          ArrayRef<bool>{false});
+        },
+        kLanes);
   });
   return toTensor(b, out, resultType);
 }
@@ -2677,6 +2598,88 @@ struct CPUTarget {
   int64_t depthBlock = 0;
 };
 
+/// Lowers one grouped matmul for the GPU or the CPU target: the tile
+/// (the op's `moe.tile`, else the pass options, else the cost model) and
+/// the blocks of k (`moe.depth_block`, else the pass option) are checked
+/// here.
+FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
+                                       GroupedMatmulOp matmul, bool gpu,
+                                       const CPUTarget &target) {
+  if (gpu) {
+    if (!getElementTypeOrSelf(matmul.getWeight()).isF32())
+      return matmul.emitOpError("has no GPU lowering for weights of type ")
+             << getElementTypeOrSelf(matmul.getWeight()) << " yet (f32 only)";
+    return lowerGroupedMatmulGPU(b, matmul);
+  }
+  // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
+  // overrides the pass's tile for this op.
+  bool bf16 = getElementTypeOrSelf(matmul.getWeight()).isBF16();
+  CPUTile opTile = chooseCPUTile(target.model.unit,
+                                 !bf16            ? TileOperands::F32
+                                 : target.bf16Dot ? TileOperands::BF16Dot
+                                                  : TileOperands::BF16Emulated);
+  if (target.tile.panelVectors)
+    opTile.panelVectors = target.tile.panelVectors;
+  if (target.tile.columns)
+    opTile.columns = target.tile.columns;
+  if (Attribute attr = matmul->getAttr(kTileAttr)) {
+    auto sizes = dyn_cast<DenseI64ArrayAttr>(attr);
+    if (!sizes || sizes.size() != 2) {
+      return matmul.emitOpError("expects '")
+             << kTileAttr
+             << "' to be array<i64: panel-vectors, tile-columns>, "
+                "not "
+             << attr;
+    }
+    opTile = {sizes[0], sizes[1]};
+    if (!isSupportedCPUTile(opTile)) {
+      return matmul.emitOpError("has an unsupported '")
+             << kTileAttr << "' " << attr << " (" << kTileRule << ")";
+    }
+  }
+  int64_t depthBlock = target.depthBlock;
+  if (Attribute attr = matmul->getAttr(kDepthBlockAttr)) {
+    auto steps = dyn_cast<IntegerAttr>(attr);
+    if (!steps || steps.getType().isIndex() ||
+        steps.getValue().getSignificantBits() > 32 || steps.getInt() < 1) {
+      return matmul.emitOpError("expects '")
+             << kDepthBlockAttr
+             << "' to be a positive integer of at most 32 bits (k "
+                "steps per block), not "
+             << attr;
+    }
+    depthBlock = steps.getInt();
+  }
+  return lowerGroupedMatmul(b, matmul, target.bf16Dot, opTile, depthBlock,
+                            target.model);
+}
+
+/// The gate: a grouped matmul of one expert (on CPUs when every operand is
+/// f32; other precisions take the generic contraction there).
+FailureOr<Value> lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu,
+                           const CPUTarget &target) {
+  bool f32 = getElementTypeOrSelf(op.getType()).isF32() &&
+             getElementTypeOrSelf(op.getInput()).isF32() &&
+             getElementTypeOrSelf(op.getWeight()).isF32();
+  if (gpu)
+    return lowerGateAsMatmul(b, op, [&](GroupedMatmulOp matmul) {
+      return lowerGroupedMatmulGPU(b, matmul);
+    });
+  if (!f32)
+    return lowerGateGeneric(b, op);
+  LogicalResult status = success();
+  Value logits = lowerGateAsMatmul(b, op, [&](GroupedMatmulOp matmul) {
+    FailureOr<Value> lowered = lowerGroupedMatmulFor(b, matmul, gpu, target);
+    if (succeeded(lowered))
+      return *lowered;
+    status = failure();
+    return Value();
+  });
+  if (failed(status))
+    return failure();
+  return logits;
+}
+
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
                        const CPUTarget &target) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
@@ -2685,65 +2688,21 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
   LogicalResult status = success();
   TypeSwitch<Operation *>(op)
       .Case([&](GateOp gate) {
-        results.push_back(gpu ? lowerGateGPU(b, gate) : lowerGate(b, gate));
+        FailureOr<Value> lowered = lowerGate(b, gate, gpu, target);
+        if (failed(lowered))
+          status = failure();
+        else
+          results.push_back(*lowered);
       })
       .Case([&](RouteOp route) { status = lowerRoute(b, route, results, gpu); })
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {
-        if (gpu && !getElementTypeOrSelf(matmul.getWeight()).isF32()) {
-          status =
-              matmul.emitOpError("has no GPU lowering for weights of type ")
-              << getElementTypeOrSelf(matmul.getWeight()) << " yet (f32 only)";
-          return;
-        }
-        // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
-        // overrides the pass's tile for this op.
-        bool bf16 = getElementTypeOrSelf(matmul.getWeight()).isBF16();
-        CPUTile opTile = chooseCPUTile(
-            target.model.unit, !bf16            ? TileOperands::F32
-                               : target.bf16Dot ? TileOperands::BF16Dot
-                                                : TileOperands::BF16Emulated);
-        if (target.tile.panelVectors)
-          opTile.panelVectors = target.tile.panelVectors;
-        if (target.tile.columns)
-          opTile.columns = target.tile.columns;
-        if (Attribute attr = matmul->getAttr(kTileAttr)) {
-          auto sizes = dyn_cast<DenseI64ArrayAttr>(attr);
-          if (!sizes || sizes.size() != 2) {
-            status = matmul.emitOpError("expects '")
-                     << kTileAttr
-                     << "' to be array<i64: panel-vectors, tile-columns>, "
-                        "not "
-                     << attr;
-            return;
-          }
-          opTile = {sizes[0], sizes[1]};
-          if (!isSupportedCPUTile(opTile)) {
-            status = matmul.emitOpError("has an unsupported '")
-                     << kTileAttr << "' " << attr << " (" << kTileRule << ")";
-            return;
-          }
-        }
-        int64_t depthBlock = target.depthBlock;
-        if (Attribute attr = matmul->getAttr(kDepthBlockAttr)) {
-          auto steps = dyn_cast<IntegerAttr>(attr);
-          if (!steps || steps.getType().isIndex() ||
-              steps.getValue().getSignificantBits() > 32 ||
-              steps.getInt() < 1) {
-            status = matmul.emitOpError("expects '")
-                     << kDepthBlockAttr
-                     << "' to be a positive integer of at most 32 bits (k "
-                        "steps per block), not "
-                     << attr;
-            return;
-          }
-          depthBlock = steps.getInt();
-        }
-        results.push_back(
-            gpu ? lowerGroupedMatmulGPU(b, matmul)
-                : lowerGroupedMatmul(b, matmul, target.bf16Dot, opTile,
-                                     depthBlock,
-                                     target.model.lastLevelCacheBytes));
+        FailureOr<Value> lowered =
+            lowerGroupedMatmulFor(b, matmul, gpu, target);
+        if (failed(lowered))
+          status = failure();
+        else
+          results.push_back(*lowered);
       })
       .Case([&](CombineOp combine) {
         results.push_back(lowerCombine(b, combine, gpu));
@@ -2772,7 +2731,7 @@ struct MoELowerToLoopsPass
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
     CPUTarget target{bf16Dot,
-                     {{vectorBits, vectorRegisters}, llcBytes},
+                     {{vectorBits, vectorRegisters}, llcBytes, l2Bytes},
                      {panelVectors, tileColumns},
                      int64_t(depthBlock)};
     CPUTile checked{panelVectors ? panelVectors : 1,
@@ -2781,6 +2740,11 @@ struct MoELowerToLoopsPass
       emitError(root->getLoc(), "unsupported tile options panel-vectors=")
           << int64_t(panelVectors) << " tile-columns=" << int64_t(tileColumns)
           << " (" << kTileRule << ", or 0 for the cost model's)";
+      return signalPassFailure();
+    }
+    if (llcBytes <= 0 || l2Bytes <= 0) {
+      emitError(root->getLoc(), "cache sizes must be positive, not llc-bytes=")
+          << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
       return signalPassFailure();
     }
     // Region ops first (their bodies may hold moe ops), then the rest.

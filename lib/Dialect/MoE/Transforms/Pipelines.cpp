@@ -36,7 +36,8 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
          "moe-lower-to-loops{bf16-dot=" + (bf16Dot ? "1" : "0") +
          " vector-bits=" + std::to_string(target.unit.bits) +
          " vector-registers=" + std::to_string(target.unit.registers) +
-         " llc-bytes=" + std::to_string(target.lastLevelCacheBytes) + "}," +
+         " llc-bytes=" + std::to_string(target.lastLevelCacheBytes) +
+         " l2-bytes=" + std::to_string(target.l2CacheBytes) + "}," +
          "moe-approximate-vector-math,"
          "canonicalize,cse," +
          kBufferize +
@@ -197,6 +198,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Bytes of the target's last-level cache (the rule for "
                      "blocks of k)"),
       llvm::cl::init(moe::CPUTargetModel().lastLevelCacheBytes)};
+  Option<int64_t> l2Bytes{
+      *this, "l2-bytes",
+      llvm::cl::desc("Bytes of one core's L2 cache (the size of the blocks "
+                     "of token panels)"),
+      llvm::cl::init(moe::CPUTargetModel().l2CacheBytes)};
   Option<std::string> schedule{
       *this, "schedule",
       llvm::cl::desc("transform-dialect file run on the expanded ops before "
@@ -231,7 +237,8 @@ void mlir::moe::registerMoEPipelines() {
                 pm, /*genericAllocation=*/false,
                 /*openmp=*/true, options.bf16Dot,
                 {{options.vectorBits, options.vectorRegisters},
-                 options.llcBytes},
+                 options.llcBytes,
+                 options.l2Bytes},
                 options.schedule)))
           llvm::report_fatal_error("invalid moe-cpu-pipeline options");
       });

@@ -47,12 +47,15 @@ struct CPUVectorUnit {
 };
 
 /// What the CPU lowering's cost rules know of the target: its vector
-/// register file (the register tile) and the bytes of its last-level
-/// cache (experts whose weights stay in it take no blocks of k;
-/// docs/design.md, "Blocks of k"). 32 MiB when unknown.
+/// register file (the register tile), the bytes of its last-level cache
+/// (experts whose weights stay in it take no blocks of k; docs/design.md,
+/// "Blocks of k"; 32 MiB when unknown) and of one core's L2 (half of it
+/// holds the token panels a block of weight tiles streams past; 1 MiB
+/// when unknown).
 struct CPUTargetModel {
   CPUVectorUnit unit;
   int64_t lastLevelCacheBytes = int64_t(32) << 20;
+  int64_t l2CacheBytes = int64_t(1) << 20;
 };
 
 /// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile

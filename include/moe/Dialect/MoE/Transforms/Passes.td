@@ -38,7 +38,9 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     first) to upstream dialects on tensors, ready for one-shot
     bufferization:
 
-    * `moe.gate` becomes a `linalg.generic` contraction;
+    * `moe.gate` on f32 operands becomes the `moe.grouped_matmul` below
+      with one expert holding every token; other precisions a
+      `linalg.generic` contraction;
     * `moe.grouped_matmul` on f32 tokens (f32 or bf16 weights) becomes
       two `scf.parallel` loops: one packs each expert's rows (read through
       the gather map) into k-major panels of 16 x `panel-vectors` rows; the
@@ -56,10 +58,12 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
       weight-streaming dot-product kernel instead. Other
       precisions become, per expert, a `linalg.generic` GEMM on the
       subview of that expert's rows;
-    * `moe.route`, `moe.dispatch_plan`, `moe.combine`, `moe.aux_loss`,
-      `moe.z_loss` and `moe.expert_load` become `scf.for` loop nests over
-      buffers, bridged into tensor IR with `bufferization.to_buffer` and
-      `bufferization.to_tensor restrict`;
+    * `moe.route`, `moe.dispatch_plan`, `moe.aux_loss`, `moe.z_loss` and
+      `moe.expert_load` become `scf.for` loop nests over buffers, bridged
+      into tensor IR with `bufferization.to_buffer` and
+      `bufferization.to_tensor restrict`; `moe.combine` an `scf.parallel`
+      over tokens summing 16-column vectors over the slots in order (f32;
+      one element per iteration otherwise);
     * `moe.experts` becomes an `scf.for` over experts with its body inlined.
 
     `balanced` routing is solved exactly as an assignment problem (shortest
@@ -105,6 +109,11 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "Bytes of the target's last-level cache: by default experts "
            "whose weights take fewer are not taken in blocks of k (their "
            "weights stay in it between panels)">,
+    Option<"l2Bytes", "l2-bytes", "int64_t", /*default=*/"1048576",
+           "Bytes of one core's L2 cache: blocks of token panels take half "
+           "of it (the panels stay in L2 while a block of weight tiles "
+           "streams past), and depths of more steps than two 32-row "
+           "panels of that half hold are blocks-of-k candidates">,
     Option<"depthBlock", "depth-block", "unsigned", /*default=*/"0",
            "CPU grouped_matmul: take k in blocks of this many steps "
            "(values of k; pairs of them for bf16 weights) when the depth "
