@@ -14,11 +14,15 @@
 // panels do not fit two at a time in the 512 KB panel block (more than
 // 2048 steps), of experts whose weights take at least 32 MB, is taken in
 // blocks of 1024 steps; the sums of the blocks before the last wait in a
-// buffer of one vector per accumulator and (panel, column block), and the
-// epilogue runs after the last block.
+// buffer of one vector per accumulator and (panel of the panel block,
+// column block of the chunk), allocated by each work item (so its size
+// does not depend on the token count), and the epilogue runs after the
+// last block.
 // DEFAULT-LABEL: func.func @deep
 // DEFAULT:       arith.constant 524288 : index
-// DEFAULT:       %[[PARTIAL:.*]] = memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// DEFAULT:       scf.parallel
+// DEFAULT:         scf.if
+// DEFAULT:           %[[PARTIAL:.*]] = memref.alloc({{.*}}) : memref<?x?x24x16xf32>
 // DEFAULT:       scf.for %[[KB:.*]] = %c0{{.*}} to
 // DEFAULT:         arith.cmpi eq, %[[KB]], %c0
 // DEFAULT:         scf.if {{.*}} -> (vector<16xf32>

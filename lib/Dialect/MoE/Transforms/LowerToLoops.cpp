@@ -1522,7 +1522,10 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // (docs/design.md, "Blocks of k", has the measurements: +12-16% for
   // f32 at d = 4096 and 7168; blocking depth 2048, or weights that fit
   // L3, cost 1-20%). The sums of all but the last block wait in
-  // `partial`, one vector per accumulator and (panel, column block).
+  // `partial`, one vector per accumulator and (panel of the panel block,
+  // column block of the chunk): a buffer of each work item (the item's
+  // panel blocks reuse it in turn), so its size does not grow with the
+  // token count and at most one per thread is live.
   Value steps =
       bf16 ? arith::DivUIOp::create(b, depth, em.idx(2)).getResult() : depth;
   int64_t blockStepsC = depthBlock ? depthBlock : kDefaultDepthBlock;
@@ -1552,12 +1555,6 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                                           em.mul(em.maxI(blockSteps, one),
                                                  em.idx(kPanelRows * 4))));
   Value partial;
-  if (!oneDepthBlock)
-    partial = em.alloc(
-        {ShapedType::kDynamic, ShapedType::kDynamic, kTileCols * kPanelVecs,
-         kLanes},
-        b.getF32Type(),
-        {em.select(em.gt(depthBlocks, one), numPanels, zero), colBlocks});
   parallelLoop(em, zero, em.mul(em.idx(kColumnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
     Value jbLo = em.mul(arith::DivUIOp::create(b, item, E), chunkBlocks);
@@ -1616,6 +1613,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     em.ifThen(
         em.ge(n, em.idx(kPanelMinRows)),
         [&] {
+          if (!oneDepthBlock)
+            partial =
+                em.alloc({ShapedType::kDynamic, ShapedType::kDynamic,
+                          kTileCols * kPanelVecs, kLanes},
+                         b.getF32Type(),
+                         {em.select(em.gt(depthBlocks, one), blockPanels, zero),
+                          chunkBlocks});
           Value p0 = em.load(pstart, {e});
           Value p1 = em.load(pstart, {em.add(e, one)});
           auto blocks = scf::ForOp::create(b, p0, p1, blockPanels);
@@ -1641,7 +1645,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                 int64_t numAcc = vecs * kTileCols;
                 SmallVector<Value> zeros(numAcc, zeroVec);
                 auto partialAt = [&](int64_t j) {
-                  return SmallVector<Value, 4>{p, jb, em.idx(j), zero};
+                  return SmallVector<Value, 4>{em.sub(p, pm), em.sub(jb, jbLo),
+                                               em.idx(j), zero};
                 };
                 // The sums of the blocks of k before this one.
                 SmallVector<Value> inits =
