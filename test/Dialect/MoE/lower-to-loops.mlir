@@ -63,17 +63,17 @@ func.func @grouped_matmul_bf16(%x: tensor<?x64xbf16>, %w: tensor<4x32x64xbf16>,
 // -----
 
 // Routing and planning are loop nests over buffers; the f32 gate is a
-// grouped matmul of one expert holding every token, so it runs on the
-// experts' parallel panel kernel (and their decode kernel for few tokens).
+// parallel loop over blocks of 4 tokens by 4 experts, each 16 vector
+// accumulators along k (4 token rows and 4 weight rows read per step),
+// reduced once per logit.
 // CHECK-LABEL: func.func @parts
 // CHECK-NOT: moe.
-// CHECK: tensor.expand_shape %{{.*}} output_shape [1, 8, 64] : tensor<8x64xf32> into tensor<1x8x64xf32>
-// CHECK: scf.parallel
-// CHECK: scf.parallel
-// CHECK: memref.load %{{.*}} : memref<1x8x64xf32>
-// CHECK-NEXT: vector.broadcast
-// CHECK-NEXT: vector.fma
-// CHECK: vector.reduction <add>
+// CHECK: scf.parallel (%{{.*}}, %{{.*}}) = (%{{.*}}, %{{.*}}) to (%{{.*}}, %{{.*}}) step (%{{.*}}, %{{.*}}) {
+// CHECK:   scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c16 iter_args
+// CHECK-COUNT-4: vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<16xf32>
+// CHECK-COUNT-4: vector.transfer_read %{{.*}} : memref<8x64xf32>, vector<16xf32>
+// CHECK-COUNT-16: vector.fma
+// CHECK:   vector.reduction <add>, %{{.*}} fastmath<reassoc>
 // CHECK: scf.for
 // CHECK: return
 func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32>, tensor<?x2xi32>, tensor<9xi32>, tensor<f32>, tensor<f32>, tensor<8xi32>) {

@@ -2,8 +2,8 @@
 //
 // Lowers every `moe` op to upstream dialects for the CPU:
 //
-// * `moe.gate` on f32 becomes a one-expert `moe.grouped_matmul` lowered
-//   as below; other precisions a `linalg.generic` contraction on tensors;
+// * `moe.gate` on f32 becomes a parallel vector dot-product kernel; other
+//   precisions a `linalg.generic` contraction on tensors;
 // * `moe.grouped_matmul` on f32 becomes a packing loop and a parallel loop
 //   of register-tiled vector kernels (see "the panel kernel" below); other
 //   precisions one `linalg.generic` GEMM per expert over that expert's rows
@@ -411,6 +411,88 @@ void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
 /// The vector width (f32 lanes) of the CPU kernels.
 constexpr int64_t kLanes = 16;
 
+/// Rows and columns of the gate's register block.
+constexpr int64_t kGateRows = 4, kGateCols = 4;
+
+/// logits[r, j] = sum_k x[r, k] * w[j, k] (+ bias[j]), all f32, both
+/// operands contiguous along k (the [out, in] checkpoint layout): one
+/// parallel iteration per block of 4 rows by 4 columns (so a single token
+/// is split over the threads too), 16 vector accumulators of 16 lanes, k in
+/// steps of 16 with the tail read zero-padded, then one reduction per
+/// output. Rows and columns past the edges re-read the last valid one and
+/// are not stored. A small kernel on purpose: the gate on the experts'
+/// panel kernel ran large routers faster but added 60-70% to a layer's
+/// JIT compile time (docs/design.md, "CPU lowering").
+Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
+  Emitter em(b);
+  auto type = cast<RankedTensorType>(op.getType());
+  Value x = toBuffer(b, op.getInput());
+  Value w = toBuffer(b, op.getWeight());
+  Value bias = op.getBias() ? toBuffer(b, op.getBias()) : Value();
+  Value zero = em.idx(0), one = em.idx(1);
+  Value numTokens = em.dim(x, 0), numCols = em.dim(w, 0), depth = em.dim(x, 1);
+  SmallVector<Value> dyn;
+  if (type.isDynamicDim(0))
+    dyn.push_back(numTokens);
+  if (type.isDynamicDim(1))
+    dyn.push_back(numCols);
+  Value logits = em.allocLike(type, dyn);
+  VectorType vt = VectorType::get({kLanes}, b.getF32Type());
+  Value pad = em.f32(0.0);
+  auto blocksOf = [&](Value n, int64_t size) -> Value {
+    return arith::DivUIOp::create(b, em.add(n, em.idx(size - 1)), em.idx(size));
+  };
+  em.ifThen(em.gt(numTokens, zero), [&] {
+    Value lastRow = em.sub(numTokens, one), lastCol = em.sub(numCols, one);
+    parallelLoop2D(
+        em, blocksOf(numTokens, kGateRows), blocksOf(numCols, kGateCols),
+        [&](Value rb, Value cb) {
+          Value i0 = em.mul(rb, em.idx(kGateRows));
+          Value j0 = em.mul(cb, em.idx(kGateCols));
+          SmallVector<Value> rows, cols;
+          for (int64_t r = 0; r < kGateRows; ++r)
+            rows.push_back(em.minI(em.add(i0, em.idx(r)), lastRow));
+          for (int64_t c = 0; c < kGateCols; ++c)
+            cols.push_back(em.minI(em.add(j0, em.idx(c)), lastCol));
+          SmallVector<Value> inits(kGateRows * kGateCols, em.f32Like(vt, 0.0));
+          SmallVector<Value> sums = em.loop(
+              zero, depth, inits,
+              [&](Value k0, ValueRange acc) -> SmallVector<Value> {
+                SmallVector<Value> xv, wv, next;
+                for (Value row : rows)
+                  xv.push_back(vector::TransferReadOp::create(
+                      b, vt, x, ValueRange{row, k0}, pad,
+                      ArrayRef<bool>{false}));
+                for (Value col : cols)
+                  wv.push_back(vector::TransferReadOp::create(
+                      b, vt, w, ValueRange{col, k0}, pad,
+                      ArrayRef<bool>{false}));
+                for (int64_t r = 0; r < kGateRows; ++r)
+                  for (int64_t c = 0; c < kGateCols; ++c)
+                    next.push_back(vector::FMAOp::create(
+                        b, vt, xv[r], wv[c], acc[r * kGateCols + c]));
+                return next;
+              },
+              kLanes);
+          for (int64_t r = 0; r < kGateRows; ++r) {
+            Value i = em.add(i0, em.idx(r));
+            for (int64_t c = 0; c < kGateCols; ++c) {
+              Value j = em.add(j0, em.idx(c));
+              Value sum = vector::ReductionOp::create(
+                  b, vector::CombiningKind::ADD, sums[r * kGateCols + c],
+                  arith::FastMathFlags::reassoc);
+              em.ifThen(em.andI(em.lt(i, numTokens), em.lt(j, numCols)), [&] {
+                if (bias)
+                  sum = em.add(sum, em.loadF(bias, {j}));
+                em.store(sum, logits, {i, j});
+              });
+            }
+          }
+        });
+  });
+  return toTensor(b, logits, type);
+}
+
 /// logits + bias (broadcast over the rows), as a `linalg.generic`.
 Value addGateBias(ImplicitLocOpBuilder &b, Value logits, Value bias,
                   ArrayRef<OpFoldResult> sizes) {
@@ -474,11 +556,9 @@ Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
 
 Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op);
 
-/// The gate as a grouped matmul with one expert holding every token,
-/// lowered by `lowerMatmul`: on GPUs the decode kernel streams the router
-/// weights once for a few tokens and the tiled kernel takes larger
-/// batches; on CPUs the f32 gate takes the expert GEMM's panel kernel
-/// (threads, register tiles) and its decode kernel for a few tokens.
+/// The gate on GPUs: a grouped matmul with one expert holding every
+/// token, lowered by `lowerMatmul` (the decode kernel streams the router
+/// weights once for a few tokens; the tiled kernel takes larger batches).
 Value lowerGateAsMatmul(ImplicitLocOpBuilder &b, GateOp op,
                         function_ref<Value(GroupedMatmulOp)> lowerMatmul) {
   auto type = cast<RankedTensorType>(op.getType());
@@ -500,6 +580,8 @@ Value lowerGateAsMatmul(ImplicitLocOpBuilder &b, GateOp op,
                                         /*row_scale=*/Value(), Epilogue::none);
   Value logits = lowerMatmul(matmul);
   matmul.erase();
+  if (!logits)
+    return Value();
   if (Value bias = op.getBias()) {
     SmallVector<OpFoldResult> sizes = {
         tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
@@ -2659,30 +2741,18 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                             target.model);
 }
 
-/// The gate: a grouped matmul of one expert (on CPUs when every operand is
-/// f32; other precisions take the generic contraction there).
-FailureOr<Value> lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu,
-                           const CPUTarget &target) {
-  bool f32 = getElementTypeOrSelf(op.getType()).isF32() &&
-             getElementTypeOrSelf(op.getInput()).isF32() &&
-             getElementTypeOrSelf(op.getWeight()).isF32();
+/// The gate: on GPUs a grouped matmul of one expert; on CPUs the
+/// dot-product kernel above for f32 operands and the generic contraction
+/// otherwise.
+Value lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu) {
   if (gpu)
     return lowerGateAsMatmul(b, op, [&](GroupedMatmulOp matmul) {
       return lowerGroupedMatmulGPU(b, matmul);
     });
-  if (!f32)
-    return lowerGateGeneric(b, op);
-  LogicalResult status = success();
-  Value logits = lowerGateAsMatmul(b, op, [&](GroupedMatmulOp matmul) {
-    FailureOr<Value> lowered = lowerGroupedMatmulFor(b, matmul, gpu, target);
-    if (succeeded(lowered))
-      return *lowered;
-    status = failure();
-    return Value();
-  });
-  if (failed(status))
-    return failure();
-  return logits;
+  bool f32 = getElementTypeOrSelf(op.getType()).isF32() &&
+             getElementTypeOrSelf(op.getInput()).isF32() &&
+             getElementTypeOrSelf(op.getWeight()).isF32();
+  return f32 ? lowerGateF32(b, op) : lowerGateGeneric(b, op);
 }
 
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
@@ -2692,13 +2762,7 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
   SmallVector<Value> results;
   LogicalResult status = success();
   TypeSwitch<Operation *>(op)
-      .Case([&](GateOp gate) {
-        FailureOr<Value> lowered = lowerGate(b, gate, gpu, target);
-        if (failed(lowered))
-          status = failure();
-        else
-          results.push_back(*lowered);
-      })
+      .Case([&](GateOp gate) { results.push_back(lowerGate(b, gate, gpu)); })
       .Case([&](RouteOp route) { status = lowerRoute(b, route, results, gpu); })
       .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
       .Case([&](GroupedMatmulOp matmul) {

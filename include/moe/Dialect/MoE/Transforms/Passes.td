@@ -38,9 +38,9 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     first) to upstream dialects on tensors, ready for one-shot
     bufferization:
 
-    * `moe.gate` on f32 operands becomes the `moe.grouped_matmul` below
-      with one expert holding every token; other precisions a
-      `linalg.generic` contraction;
+    * `moe.gate` on f32 operands becomes an `scf.parallel` over blocks of
+      4 tokens by 4 experts of a vector dot-product kernel; other
+      precisions a `linalg.generic` contraction;
     * `moe.grouped_matmul` on f32 tokens (f32 or bf16 weights) becomes
       two `scf.parallel` loops: one packs each expert's rows (read through
       the gather map) into k-major panels of 16 x `panel-vectors` rows; the
