@@ -556,11 +556,10 @@ Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
 
 Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op);
 
-/// The gate on GPUs: a grouped matmul with one expert holding every
-/// token, lowered by `lowerMatmul` (the decode kernel streams the router
-/// weights once for a few tokens; the tiled kernel takes larger batches).
-Value lowerGateAsMatmul(ImplicitLocOpBuilder &b, GateOp op,
-                        function_ref<Value(GroupedMatmulOp)> lowerMatmul) {
+/// The gate on GPUs: the grouped-matmul kernels with one expert holding
+/// every token (the decode kernel streams the router weights once for a
+/// few tokens; the tiled kernel takes larger batches).
+Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
   auto type = cast<RankedTensorType>(op.getType());
   auto wType = cast<RankedTensorType>(op.getWeight().getType());
   Value w3 = tensor::ExpandShapeOp::create(
@@ -578,10 +577,8 @@ Value lowerGateAsMatmul(ImplicitLocOpBuilder &b, GateOp op,
   auto matmul = GroupedMatmulOp::create(b, matmulType, op.getInput(), w3,
                                         offsets, /*gather=*/Value(),
                                         /*row_scale=*/Value(), Epilogue::none);
-  Value logits = lowerMatmul(matmul);
+  Value logits = lowerGroupedMatmulGPU(b, matmul);
   matmul.erase();
-  if (!logits)
-    return Value();
   if (Value bias = op.getBias()) {
     SmallVector<OpFoldResult> sizes = {
         tensor::getMixedSize(b, b.getLoc(), op.getInput(), 0),
@@ -2746,9 +2743,7 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
 /// otherwise.
 Value lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu) {
   if (gpu)
-    return lowerGateAsMatmul(b, op, [&](GroupedMatmulOp matmul) {
-      return lowerGroupedMatmulGPU(b, matmul);
-    });
+    return lowerGateGPU(b, op);
   bool f32 = getElementTypeOrSelf(op.getType()).isF32() &&
              getElementTypeOrSelf(op.getInput()).isF32() &&
              getElementTypeOrSelf(op.getWeight()).isF32();
