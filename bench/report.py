@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
 """Joins the JSON lines of moe-bench and the baselines into one table.
 
-    python3 bench/report.py results.jsonl
+    python3 bench/report.py results.jsonl [previous.jsonl]
 
 Per preset and token count: moe-mlir's median time, GFLOP/s and weight
 GB/s; oneDNN's prepacked GEMM GFLOP/s at M = T*k and the ratio to it; the
 STREAM-style read bandwidth and the ratio of moe-mlir's weight traffic to
 it; the PyTorch-eager block's median and moe-mlir's speedup over it.
+
+Then the JIT compile time of each layer (preset, weight type) and, given
+the results of an earlier run (bench/run.sh keeps the last one), that run's
+figures beside it, with the layer times of both: a change that makes the
+generated code slower to compile shows here, not only as slower tests.
 """
 import json
 import sys
 
 
-def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: report.py RESULTS.jsonl")
+def read(path):
+    """The JSON lines of a run: moe-bench's CPU lines by (preset, tokens,
+    dtype), the baselines by kind."""
     moe, onednn, torch_eager, stream = {}, {}, {}, None
-    with open(sys.argv[1]) as f:
+    with open(path) as f:
         for line in f:
             line = line.strip()
             if not line.startswith("{"):
@@ -24,13 +29,36 @@ def main():
             r = json.loads(line)
             kind = r.get("baseline")
             if kind is None:
-                moe[(r["preset"], r["tokens"], r["dtype"])] = r
+                if r.get("device", "cpu") == "cpu":
+                    moe[(r["preset"], r["tokens"], r["dtype"])] = r
             elif kind == "onednn_gemm":
                 onednn[(r["preset"], r["tokens"], r["dtype"])] = r
             elif kind == "pytorch_eager":
                 torch_eager[(r["preset"], r["tokens"])] = r
             elif kind == "stream_read":
                 stream = r
+    return moe, onednn, torch_eager, stream
+
+
+def compile_times(moe):
+    """compile_ms per (preset, dtype), and the sum of the layer's medians."""
+    out = {}
+    for (preset, tokens, dtype), r in moe.items():
+        c = out.setdefault((preset, dtype), [r.get("compile_ms"), 0.0])
+        c[1] += r["ms_median"]
+    return out
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: report.py RESULTS.jsonl [PREVIOUS.jsonl]")
+    moe, onednn, torch_eager, stream = read(sys.argv[1])
+    previous = None
+    if len(sys.argv) == 3:
+        try:
+            previous = compile_times(read(sys.argv[2])[0])
+        except OSError:
+            previous = None
     bw = stream["gbps_median"] if stream else None
     if bw:
         print("STREAM-style read bandwidth: %.1f GB/s (median, %d threads)"
@@ -53,6 +81,23 @@ def main():
             "%.2f" % (r["weight_gbps"] / bw) if bw and tokens <= 16 else "-",
             "%.3f" % t["ms_median"] if t else "-",
             "%.1fx" % (t["ms_median"] / r["ms_median"]) if t else "-"))
+
+    print()
+    head = ("%-14s %-4s | %10s %10s %5s | %11s %11s %5s"
+            % ("preset", "type", "compile ms", "previous", "ratio",
+               "sum of ms", "previous", "ratio"))
+    print(head)
+    print("-" * len(head))
+    for (preset, dtype), (ms, total) in sorted(compile_times(moe).items()):
+        p = previous.get((preset, dtype)) if previous else None
+        ratio = lambda a, b: "%.2f" % (a / b) if a and b else "-"
+        print("%-14s %-4s | %10s %10s %5s | %11.3f %11s %5s" % (
+            preset, dtype, "%.0f" % ms if ms else "-",
+            "%.0f" % p[0] if p and p[0] else "-",
+            ratio(ms, p[0]) if p else "-", total,
+            "%.3f" % p[1] if p else "-", ratio(total, p[1]) if p else "-"))
+    if previous is None:
+        print("(no previous run to compare with)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 #
 # Baselines: stream_read (read bandwidth), onednn_gemm (needs libdnnl-dev),
 # pytorch_moe.py (needs Debian's python3-torch in /usr/bin/python3). Missing
-# ones are skipped with a note. Raw JSON lines go to BUILD_DIR/bench.jsonl.
+# ones are skipped with a note. Raw JSON lines go to BUILD_DIR/bench.jsonl;
+# the previous run's move to BUILD_DIR/bench.prev.jsonl, and the report
+# prints its compile and layer times beside this run's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -21,6 +23,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 out=$build/bench.jsonl
+prev=$build/bench.prev.jsonl
+if [[ -s $out ]]; then mv "$out" "$prev"; fi
 : > "$out"
 # The fair setting for the BLAS-backed baselines on this machine: no
 # OPENBLAS_* overrides (this environment sets OPENBLAS_CORETYPE=Haswell and a
@@ -60,4 +64,8 @@ else
 fi
 
 echo
-python3 "$root/bench/report.py" "$out"
+if [[ -s $prev ]]; then
+  python3 "$root/bench/report.py" "$out" "$prev"
+else
+  python3 "$root/bench/report.py" "$out"
+fi

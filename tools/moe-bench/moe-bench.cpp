@@ -1,13 +1,20 @@
 //===- moe-bench.cpp - Time compiled MoE layers on preset shapes ----------===//
 //
 //   moe-bench --preset mixtral-small --tokens 1,16,128,1024 --threads 2 --json
+//   moe-bench --preset mixtral-small --tokens 1,16,128,1536 --device cuda
 //
-// Compiles one MoE layer of a preset shape (seeded random weights) for this
-// CPU in process and times its forward entry at each token count. With
-// --json it prints one JSON object per line:
+// Compiles one MoE layer of a preset shape (seeded random weights) in
+// process, for this CPU or (--device cuda) for CUDA device 0, and times its
+// forward entry at each token count. With --json it prints one JSON object
+// per line:
 //
 //   {"preset", "tokens", "dtype", "threads", "ms_median", "ms_min",
-//    "gflops", "weight_gbps", "instances", "runs"}
+//    "gflops", "weight_gbps", "instances", "runs", "compile_ms", ...,
+//    "device"}
+//
+// On the GPU the weights, batches and output stay in device memory; a time
+// is the wall clock of one entry call, which returns once its GPU work is
+// done.
 //
 // gflops counts active FLOPs: 2*T*k*3*d*ffn for SwiGLU experts, plus
 // 2*T*3*d*ffn_shared for a shared expert, plus the router's 2*T*d*E.
@@ -23,8 +30,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "moe/Compiler/Compiler.h"
+#include "moe/Compiler/LayerModule.h"
 #include "moe/Frontend/LayerSpec.h"
 #include "moe/Runtime/Engine.h"
+
+#include "../common/CUDADevice.h"
 
 #include "mlir/IR/MLIRContext.h"
 
@@ -38,6 +48,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <random>
 
 using namespace mlir;
@@ -45,6 +56,7 @@ using namespace mlir::moe;
 using namespace mlir::moe::compiler;
 using namespace mlir::moe::frontend;
 namespace cl = llvm::cl;
+using namespace moe_tools;
 
 static cl::OptionCategory category("moe-bench options");
 static cl::opt<std::string>
@@ -94,6 +106,16 @@ static cl::opt<std::string> targetCPU("target-cpu",
                                       cl::desc("native, x86-64-v3, x86-64-v4"),
                                       cl::init("native"), cl::cat(category));
 static cl::opt<std::string> &schedule = addScheduleOption(category);
+static cl::opt<std::string>
+    device("device",
+           cl::desc("cpu (default), or cuda: compile the layer for the GPU "
+                    "(--target nvptx) and time it on CUDA device 0"),
+           cl::init("cpu"), cl::cat(category));
+static cl::opt<std::string>
+    chipOpt("chip",
+            cl::desc("GPU architecture with --device cuda: sm_80 or sm_90 "
+                     "(default: the device's)"),
+            cl::cat(category));
 
 namespace {
 
@@ -101,6 +123,14 @@ namespace {
   llvm::errs() << "moe-bench: error: " << message << "\n";
   exit(2);
 }
+
+} // namespace
+
+void moe_tools::toolFail(const llvm::Twine &message) { fail(message); }
+
+namespace {
+
+bool onGPU() { return device == "cuda"; }
 
 struct Preset {
   const char *name;
@@ -165,6 +195,82 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+/// A compiled layer's entries: from the embedding engine's cache on the CPU,
+/// or from a JIT module of the NVPTX pipeline's host code for CUDA.
+struct BenchLayer {
+  ForwardFn forward = nullptr;
+  RouteFn route = nullptr;
+  std::shared_ptr<runtime::CompiledLayer> cached;
+  std::unique_ptr<JitModule> jit;
+  std::unique_ptr<MLIRContext> context;
+  double compileMs = 0;
+};
+
+BenchLayer compileForGPU(const LayerABI &abi, llvm::StringRef chip) {
+  BenchLayer layer;
+  auto start = std::chrono::steady_clock::now();
+  DialectRegistry registry;
+  registerCompilerDialects(registry);
+  layer.context = std::make_unique<MLIRContext>(registry);
+  OwningOpRef<ModuleOp> module = buildLayerModule(layer.context.get(), {abi});
+  if (llvm::Error error = lowerToLLVMForNVPTX(*module, {abi}, chip, "fatbin"))
+    fail(llvm::toString(std::move(error)));
+  CodegenOptions options;
+  options.sharedLibraries.push_back(getCUDARuntimeLibrary().str());
+  auto jit = JitModule::create(*module, options);
+  if (!jit)
+    fail(llvm::toString(jit.takeError()));
+  layer.jit = std::move(*jit);
+  auto lookup = [&](const std::string &name) {
+    auto symbol = layer.jit->lookup(name);
+    if (!symbol)
+      fail(llvm::toString(symbol.takeError()));
+    return *symbol;
+  };
+  layer.forward = reinterpret_cast<ForwardFn>(lookup(abi.symbol));
+  layer.route = reinterpret_cast<RouteFn>(lookup(abi.symbol + "_route"));
+  layer.compileMs = std::chrono::duration<double, std::milli>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  return layer;
+}
+
+/// Copies of a layer's weights ("instances") and their weight tables: host
+/// copies on the CPU, device copies of one host copy for CUDA.
+class WeightCopies {
+public:
+  WeightCopies(const LayerABI &abi, LayerWeights first) : abi(abi) {
+    host.push_back(std::move(first));
+    resize(1);
+  }
+
+  void resize(size_t count) {
+    if (onGPU()) {
+      while (device.size() < count) {
+        tables.emplace_back();
+        device.push_back(copyWeightsToDevice(abi, host[0], tables.back()));
+      }
+      device.resize(count);
+      tables.resize(count);
+      return;
+    }
+    while (host.size() < count)
+      host.push_back(host.front());
+    host.resize(count);
+    tables.clear();
+    for (const LayerWeights &w : host)
+      tables.push_back(getWeightPointers(abi, w));
+  }
+
+  const void *const *table(size_t i) const { return tables[i].data(); }
+
+private:
+  const LayerABI &abi;
+  std::vector<LayerWeights> host;
+  std::vector<std::vector<DeviceBuffer>> device;
+  std::vector<std::vector<const void *>> tables;
+};
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -178,6 +284,13 @@ int main(int argc, char **argv) {
   WeightType weightType;
   if (!parseWeightType(dtype, weightType))
     fail("--dtype must be f32 or bf16, not '" + dtype + "'");
+  if (device != "cpu" && device != "cuda")
+    fail("--device must be cpu or cuda, not '" + device + "'");
+  if (onGPU() && weightType != WeightType::F32)
+    fail("--dtype " + dtype + ": --device cuda runs f32 weights only");
+  if (onGPU() && !schedule.empty())
+    fail("--schedule applies to --device cpu only");
+  checkChipOption(chipOpt);
 
   std::vector<const Preset *> presets;
   Preset custom{"custom", customHidden, customFfn, customExperts,
@@ -207,8 +320,11 @@ int main(int argc, char **argv) {
   if (tokenCounts.empty())
     fail("--tokens is empty");
 
-  // Layers are compiled through the embedding API's engine, as a serving
-  // engine would: once per layer, then every token count is a cache hit.
+  std::string chip = onGPU() ? selectCUDAChip(chipOpt) : std::string();
+
+  // CPU layers are compiled through the embedding API's engine, as a
+  // serving engine would: once per layer, then every token count is a cache
+  // hit.
   runtime::EngineOptions engineOptions;
   engineOptions.targetCPU = targetCPU;
   engineOptions.schedule = schedule;
@@ -219,18 +335,35 @@ int main(int argc, char **argv) {
     spec.expertWeights = weightType;
     LayerABI abi = describeLayer(spec, "bench");
     std::string error;
-    std::shared_ptr<runtime::CompiledLayer> layer =
-        engine.compile(spec, &error);
-    if (!layer)
-      fail(error);
-    double compileMs = engine.lastCompileMs();
+    BenchLayer layer;
+    if (onGPU()) {
+      layer = compileForGPU(abi, chip);
+    } else {
+      layer.cached = engine.compile(spec, &error);
+      if (!layer.cached)
+        fail(error);
+      layer.compileMs = engine.lastCompileMs();
+    }
+    const double compileMs = layer.compileMs;
+    // Entries on weight tables and batches in the layer's memory (host or
+    // device).
     auto forward = [&](const void *const *w, const MoEBatch *batch, float *y) {
-      return layer->run(w, *reinterpret_cast<const moe_batch *>(batch), y);
+      if (onGPU())
+        return layer.forward(w, batch, y);
+      return layer.cached->run(w, *reinterpret_cast<const moe_batch *>(batch),
+                               y);
     };
-    auto route = [&](const void *const *w, const MoEBatch *batch,
-                     void *const *routing) {
-      return layer->route(w, *reinterpret_cast<const moe_batch *>(batch),
-                          routing);
+    // The router on a host batch, its outputs in host memory.
+    auto route = [&](const void *const *w, const MoEBatch &batch,
+                     RoutingBuffers &routing) {
+      if (onGPU()) {
+        std::vector<DeviceBuffer> keep;
+        MoEBatch deviceBatch = copyBatchToDevice(batch, p->d, keep);
+        return routeOnDevice(abi, layer.route, w, deviceBatch, routing);
+      }
+      std::vector<void *> pointers = routing.pointers(abi);
+      return layer.cached->route(
+          w, *reinterpret_cast<const moe_batch *>(&batch), pointers.data());
     };
 
     const int64_t d = p->d;
@@ -238,22 +371,23 @@ int main(int argc, char **argv) {
     const double expertBytes = 3.0 * d * p->ffn * weightBytes;
     const double sharedBytes = 3.0 * d * p->sharedFfn * weightBytes;
     const double layerBytes = p->E * expertBytes + sharedBytes;
-    std::vector<LayerWeights> copies;
-    copies.push_back(makeWeights(spec, seed));
+    LayerWeights weights = makeWeights(spec, seed);
     if (weightType == WeightType::BF16)
-      convertExpertWeightsToBF16(copies.back(), /*keepF32=*/false);
+      convertExpertWeightsToBF16(weights, /*keepF32=*/false);
+    WeightCopies copies(abi, std::move(weights));
     if (!json)
       llvm::outs() << llvm::formatv(
           "{0}: d {1}, ffn {2}, E {3}, k {4}{5}; {6:f2} GiB of weights, "
-          "JIT-compiled in {7:f0} ms\n",
+          "JIT-compiled{8} in {7:f0} ms\n",
           p->name, d, p->ffn, p->E, p->k,
           p->sharedFfn ? llvm::formatv(", shared {0}", p->sharedFfn).str()
                        : std::string(),
-          layerBytes / (1 << 30), compileMs);
+          layerBytes / (1 << 30), compileMs,
+          onGPU() ? " for " + chip : std::string());
 
     for (int64_t T : tokenCounts) {
       // What a serving loop does per batch: ask for the layer (a hit).
-      if (!engine.compile(spec, &error))
+      if (!onGPU() && !engine.compile(spec, &error))
         fail(error);
       // Random batches, one per call in a cycle.
       const int batches = 8;
@@ -267,12 +401,10 @@ int main(int argc, char **argv) {
       }
       // Active experts per batch, from the compiled router.
       double activeBytes = 0;
-      const std::vector<const void *> w0 = getWeightPointers(abi, copies[0]);
       for (auto &x : xs) {
         MoEBatch batch{T, x.data(), nullptr, 0, nullptr, 0};
         RoutingBuffers routing(abi, T);
-        std::vector<void *> ptrs = routing.pointers(abi);
-        if (route(w0.data(), &batch, ptrs.data()) < 0)
+        if (route(copies.table(0), batch, routing) < 0)
           fail("routing failed");
         int64_t used =
             llvm::count_if(routing.load, [](int32_t l) { return l > 0; });
@@ -291,18 +423,25 @@ int main(int argc, char **argv) {
         instances = std::max<size_t>(size_t(std::ceil(ws / layerBytes)),
                                      std::min(byActive, cap));
       }
-      while (copies.size() < instances)
-        copies.push_back(copies.front());
       copies.resize(instances);
-      std::vector<std::vector<const void *>> weightPtrs;
-      for (size_t i = 0; i < instances; ++i)
-        weightPtrs.push_back(getWeightPointers(abi, copies[i]));
 
-      std::vector<float> y(T * d);
+      // The batches and the output where the layer runs.
+      std::vector<const float *> xIn;
+      std::vector<DeviceBuffer> xDevice;
+      for (auto &x : xs) {
+        if (onGPU())
+          xDevice.emplace_back(x.data(), x.size() * sizeof(float));
+        xIn.push_back(onGPU() ? static_cast<const float *>(xDevice.back().get())
+                              : x.data());
+      }
+      std::vector<float> yHost(onGPU() ? 0 : T * d);
+      std::optional<DeviceBuffer> yDevice;
+      if (onGPU())
+        yDevice.emplace(nullptr, T * d * sizeof(float));
+      float *y = onGPU() ? static_cast<float *>(yDevice->get()) : yHost.data();
       auto call = [&](size_t i) {
-        MoEBatch batch{T, xs[i % batches].data(), nullptr, 0, nullptr, 0};
-        int32_t status =
-            forward(weightPtrs[i % instances].data(), &batch, y.data());
+        MoEBatch batch{T, xIn[i % batches], nullptr, 0, nullptr, 0};
+        int32_t status = forward(copies.table(i % instances), &batch, y);
         if (status < 0)
           fail("forward returned status " + llvm::Twine(status));
       };
@@ -328,16 +467,24 @@ int main(int argc, char **argv) {
                      2.0 * T * 3 * d * p->sharedFfn + 2.0 * T * d * p->E;
       double gflops = flops / (med * 1e6);
       double gbps = activeBytes / (med * 1e6);
+      // The engine's counters on the CPU; the GPU layer is compiled once,
+      // outside it.
+      std::string where =
+          onGPU() ? "\"compiles\": 1, \"cache_hits\": 0, \"device\": \"cuda\", "
+                    "\"chip\": \"" +
+                        chip + "\""
+                  : llvm::formatv("\"compiles\": {0}, \"cache_hits\": {1}, "
+                                  "\"device\": \"cpu\"",
+                                  engine.compileCount(), engine.cacheHits())
+                        .str();
       if (json)
         llvm::outs() << llvm::formatv(
             "{{\"preset\": \"{0}\", \"tokens\": {1}, \"dtype\": \"{2}\", "
             "\"threads\": {3}, \"ms_median\": {4:f4}, \"ms_min\": {5:f4}, "
             "\"gflops\": {6:f1}, \"weight_gbps\": {7:f2}, \"instances\": {8}, "
-            "\"runs\": {9}, \"compile_ms\": {10:f1}, \"compiles\": {11}, "
-            "\"cache_hits\": {12}}\n",
+            "\"runs\": {9}, \"compile_ms\": {10:f1}, {11}}\n",
             p->name, T, std::string(dtype), int(numThreads), med, minMs, gflops,
-            gbps, instances, times.size(), compileMs, engine.compileCount(),
-            engine.cacheHits());
+            gbps, instances, times.size(), compileMs, where);
       else
         llvm::outs() << llvm::formatv(
             "  T {0,5}: median {1,9:f3} ms  min {2,9:f3} ms  {3,7:f1} GFLOP/s "

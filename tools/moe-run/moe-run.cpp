@@ -16,6 +16,8 @@
 #include "moe/Frontend/SafeTensors.h"
 #include "moe/Runtime/moe_cuda.h"
 
+#include "../common/CUDADevice.h"
+
 #include "mlir/IR/MLIRContext.h"
 
 #include "llvm/ADT/STLExtras.h"
@@ -40,6 +42,7 @@ using namespace mlir::moe;
 using namespace mlir::moe::compiler;
 using namespace mlir::moe::frontend;
 namespace cl = llvm::cl;
+using namespace moe_tools;
 
 static cl::OptionCategory category("moe-run options");
 static cl::opt<std::string> modelDir("model", cl::desc("Model directory"),
@@ -92,6 +95,12 @@ namespace {
   exit(2);
 }
 
+} // namespace
+
+void moe_tools::toolFail(const llvm::Twine &message) { fail(message); }
+
+namespace {
+
 template <typename T> T check(llvm::Expected<T> value) {
   if (!value)
     fail(llvm::toString(value.takeError()));
@@ -115,32 +124,6 @@ struct LayerCalls {
 
 bool onGPU() { return device == "cuda"; }
 
-[[noreturn]] void failCUDA(const llvm::Twine &what) {
-  fail(what + ": " + moe_cuda_error_string(moe_cuda_take_error()));
-}
-
-/// A device buffer holding a copy of `bytes` at `host` (or uninitialized
-/// when `host` is null), freed with the object.
-struct DeviceBuffer {
-  DeviceBuffer(const void *host, size_t bytes) : bytes(bytes) {
-    data = moe_cuda_malloc(bytes);
-    if (bytes && !data)
-      failCUDA("cannot allocate " + llvm::Twine(bytes) + " bytes on the GPU");
-    if (host && moe_cuda_copy_to_device(data, host, bytes))
-      failCUDA("copy to the GPU failed");
-  }
-  DeviceBuffer(DeviceBuffer &&other) : data(other.data), bytes(other.bytes) {
-    other.data = nullptr;
-  }
-  ~DeviceBuffer() { moe_cuda_free(data); }
-  void copyTo(void *host) const {
-    if (moe_cuda_copy_to_host(host, data, bytes))
-      failCUDA("copy from the GPU failed");
-  }
-  void *data = nullptr;
-  size_t bytes = 0;
-};
-
 LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
                      ForwardFn forward, RouteFn route) {
   std::vector<const void *> host = getWeightPointers(abi, w);
@@ -152,62 +135,30 @@ LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
               std::vector<void *> pointers = out.pointers(abi);
               return route(host.data(), &batch, pointers.data());
             }};
-  // Weights are copied to the device once; the batch arrays and outputs
-  // per call.
-  auto weights = std::make_shared<std::vector<DeviceBuffer>>();
-  auto table = std::make_shared<std::vector<const void *>>();
-  for (const EntryArg &field : abi.weights) {
-    auto [data, count] = getWeightData(w, field);
-    weights->emplace_back(data, count * elementBytes(field.ctype));
-    table->push_back(weights->back().data);
-  }
-  int64_t hidden = abi.spec.hidden;
-  auto deviceBatch = [hidden](const MoEBatch &batch,
-                              std::vector<DeviceBuffer> &keep) {
-    MoEBatch d = batch;
-    size_t tokens = std::max<int64_t>(batch.num_tokens, 0);
-    auto copy = [&](const void *p, size_t bytes) -> const void * {
-      if (!p)
-        return nullptr;
-      keep.emplace_back(p, bytes);
-      return keep.back().data;
-    };
-    keep.reserve(3);
-    d.x = static_cast<const float *>(
-        copy(batch.x, tokens * hidden * sizeof(float)));
-    d.token_ids = static_cast<const int64_t *>(
-        copy(batch.token_ids, tokens * sizeof(int64_t)));
-    d.group_offsets = static_cast<const int32_t *>(
-        copy(batch.group_offsets,
-             std::max<int64_t>(batch.num_groups + 1, 0) * sizeof(int32_t)));
-    return d;
+  // Weights are copied to the device once (the lambdas own the copies);
+  // the batch arrays and outputs per call.
+  struct DeviceWeights {
+    std::vector<const void *> table;
+    std::vector<DeviceBuffer> buffers;
   };
+  auto weights = std::make_shared<DeviceWeights>();
+  weights->buffers = copyWeightsToDevice(abi, w, weights->table);
+  int64_t hidden = abi.spec.hidden;
   return {[=](const MoEBatch &batch, float *y) {
             std::vector<DeviceBuffer> keep;
-            MoEBatch d = deviceBatch(batch, keep);
+            MoEBatch d = copyBatchToDevice(batch, hidden, keep);
             DeviceBuffer out(nullptr, std::max<int64_t>(batch.num_tokens, 0) *
                                           hidden * sizeof(float));
-            int32_t status = forward(table->data(), &d, (float *)out.data);
+            int32_t status =
+                forward(weights->table.data(), &d, (float *)out.get());
             if (status >= 0)
               out.copyTo(y);
             return status;
           },
           [=, &abi](const MoEBatch &batch, RoutingBuffers &routing) {
             std::vector<DeviceBuffer> keep;
-            MoEBatch d = deviceBatch(batch, keep);
-            std::vector<void *> host = routing.pointers(abi);
-            std::vector<DeviceBuffer> outs;
-            std::vector<void *> pointers;
-            for (const EntryArg &field : abi.routing) {
-              outs.emplace_back(nullptr,
-                                numElements(field, batch.num_tokens) * 4);
-              pointers.push_back(outs.back().data);
-            }
-            int32_t status = route(table->data(), &d, pointers.data());
-            if (status >= 0)
-              for (auto [buffer, to] : llvm::zip(outs, host))
-                buffer.copyTo(to);
-            return status;
+            MoEBatch d = copyBatchToDevice(batch, hidden, keep);
+            return routeOnDevice(abi, route, weights->table.data(), d, routing);
           }};
 }
 
@@ -541,22 +492,9 @@ int main(int argc, char **argv) {
   if (onGPU() && !schedule.empty())
     fail("--schedule applies to --device cpu only");
   std::string chip = chipOpt;
-  if (!chip.empty() && chip != "sm_80" && chip != "sm_90")
-    fail("--chip must be sm_80 or sm_90, not '" + chip + "'");
-  if (onGPU()) {
-    int capability = 0;
-    if (moe_cuda_device_count() == 0) {
-      moe_cuda_malloc(1); // makes the runtime record why
-      failCUDA("--device cuda: no CUDA device");
-    }
-    if (int32_t error = moe_cuda_device_info(nullptr, 0, &capability))
-      fail(llvm::Twine("--device cuda: ") + moe_cuda_error_string(error));
-    if (chip.empty())
-      chip = capability >= 90 ? "sm_90" : "sm_80";
-    if (capability < 80)
-      fail("--device cuda: the device is sm_" + llvm::Twine(capability) +
-           "; sm_80 or later is needed");
-  }
+  checkChipOption(chip);
+  if (onGPU())
+    chip = selectCUDAChip(chip);
 
   std::optional<int64_t> layer;
   if (onlyLayer >= 0)
