@@ -99,7 +99,7 @@ func.func @parts(%x: tensor<?x64xf32>, %wg: tensor<8x64xf32>) -> (tensor<?x2xf32
 // CHECK-LABEL: func.func @combine
 // CHECK: scf.parallel (%[[T:.*]]) = (%c0) to (%{{.*}}) step (%{{.*}}) {
 // CHECK:   scf.for %[[C:.*]] = %c0 to %{{.*}} step %c16 {
-// CHECK:     %[[SUM:.*]] = scf.for %[[J:.*]] = %c0 to %{{.*}} step %{{.*}} iter_args(%[[ACC:.*]] = %cst{{.*}}) -> (vector<16xf32>) {
+// CHECK:     %[[SUM:.*]] = scf.for %[[J:.*]] = %c0{{.*}} to %{{.*}} step %{{.*}} iter_args(%[[ACC:.*]] = %cst{{.*}}) -> (vector<16xf32>) {
 // CHECK:       %[[ROW:.*]] = memref.load %{{.*}}[%[[T]], %[[J]]] : memref<?x2xi32>
 // CHECK:       %[[WT:.*]] = memref.load %{{.*}}[%[[T]], %[[J]]] : memref<?x2xf32>
 // CHECK:       vector.broadcast %[[WT]] : f32 to vector<16xf32>

@@ -2374,6 +2374,39 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
 // moe.combine
 //===----------------------------------------------------------------------===//
 
+/// The sum over token t's slots j, in their order from zero, of
+/// weights[t, j] times the slot's value: `read(y, rows[t, j])` for a row in
+/// range, `read(passthrough, t)` for a passthrough slot (-2, when the op
+/// has passthrough values); other slots (dropped, null experts) add
+/// nothing. `splat` turns a weight into the type of `read`'s values (f32,
+/// or vectors of f32 columns).
+Value sumSlots(Emitter &em, Value t, Value y, Value rows, Value weights,
+               Value numRows, Value passthrough, Value init,
+               function_ref<Value(Value source, Value row)> read,
+               function_ref<Value(Value weight)> splat) {
+  Value zero = em.idx(0);
+  Type type = init.getType();
+  return em.loop(zero, em.dim(rows, 1), ValueRange{init},
+                 [&](Value j, ValueRange acc) -> SmallVector<Value> {
+                   Value r = em.load(rows, {t, j});
+                   Value wt = splat(em.loadF(weights, {t, j}));
+                   auto weighted = [&](Value source, Value row) -> Value {
+                     return em.add(acc[0], em.mul(wt, read(source, row)));
+                   };
+                   return {em.ifValue(
+                       type, em.inRange(r, zero, numRows),
+                       [&] { return weighted(y, em.toIndex(r)); },
+                       [&]() -> Value {
+                         if (!passthrough)
+                           return acc[0];
+                         return em.ifValue(
+                             type, em.eq(r, em.i32(-2)),
+                             [&] { return weighted(passthrough, t); },
+                             [&] { return acc[0]; });
+                       })};
+                 })[0];
+}
+
 /// out[t, :] = sum over the slots j of weights[t, j] * y[rows[t, j], :], the
 /// slots summed in their order from zero (deterministic, and the same sums
 /// on every target). On CPUs with f32 rows, a parallel loop over tokens
@@ -2389,7 +2422,6 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
   Value passthrough =
       op.getPassthrough() ? toBuffer(b, op.getPassthrough()) : Value();
   Value numTokens = em.dim(rows, 0);
-  Value slots = em.dim(rows, 1);
   Value numRows = em.dim(y, 0);
   Value width = em.dim(y, 1);
   SmallVector<Value> dyn;
@@ -2404,68 +2436,33 @@ Value lowerCombine(ImplicitLocOpBuilder &b, CombineOp op, bool gpu) {
       (!passthrough || getElementTypeOrSelf(passthrough.getType()).isF32());
   if (gpu || !f32) {
     parallelLoop2D(em, numTokens, width, [&](Value t, Value c) {
-      Value sum = em.loop(
-          zero, slots, ValueRange{em.f32(0.0)},
-          [&](Value j, ValueRange acc) -> SmallVector<Value> {
-            Value r = em.load(rows, {t, j});
-            Value wt = em.loadF(weights, {t, j});
-            Value fromY = em.inRange(r, zero, numRows);
-            Value row = em.clampIndex(r, zero, em.sub(numRows, em.idx(1)));
-            Value v = em.ifValue(
-                b.getF32Type(), fromY,
-                [&] {
-                  return em.loadF(y, {row, c});
-                },
-                [&]() -> Value {
-                  if (!passthrough)
-                    return em.f32(0.0);
-                  return em.ifValue(
-                      b.getF32Type(), em.eq(r, em.i32(-2)),
-                      [&] {
-                        return em.loadF(passthrough, {t, c});
-                      },
-                      [&] { return em.f32(0.0); });
-                });
-            Value used = fromY;
-            if (passthrough)
-              used = em.orI(used, em.eq(r, em.i32(-2)));
-            return {em.select(used, em.add(acc[0], em.mul(wt, v)), acc[0])};
-          })[0];
+      Value sum = sumSlots(
+          em, t, y, rows, weights, numRows, passthrough, em.f32(0.0),
+          [&](Value source, Value row) {
+            return em.loadF(source, {row, c});
+          },
+          [](Value w) { return w; });
       em.storeF(sum, out, {t, c});
     });
     return toTensor(b, out, resultType);
   }
   VectorType vt = vec16(b);
   Value pad = em.f32(0.0);
-  auto readRow = [&](Value source, Value row, Value c) -> Value {
-    return vector::TransferReadOp::create(b, vt, source, ValueRange{row, c},
-                                          pad, ArrayRef<bool>{false});
-  };
   parallelLoop(em, zero, numTokens, [&](Value t) {
     em.loop(
         zero, width,
         [&](Value c) {
-          Value sum = em.loop(
-              zero, slots, ValueRange{em.f32Like(vt, 0.0)},
-              [&](Value j, ValueRange acc) -> SmallVector<Value> {
-                Value r = em.load(rows, {t, j});
-                Value wt = vector::BroadcastOp::create(
-                    b, vt, em.load(weights, {t, j}));
-                auto weighted = [&](Value source, Value row) -> Value {
-                  return em.add(acc[0], em.mul(wt, readRow(source, row, c)));
-                };
-                return {em.ifValue(
-                    vt, em.inRange(r, zero, numRows),
-                    [&] { return weighted(y, em.toIndex(r)); },
-                    [&]() -> Value {
-                      if (!passthrough)
-                        return acc[0];
-                      return em.ifValue(
-                          vt, em.eq(r, em.i32(-2)),
-                          [&] { return weighted(passthrough, t); },
-                          [&] { return acc[0]; });
-                    })};
-              })[0];
+          Value sum = sumSlots(
+              em, t, y, rows, weights, numRows, passthrough,
+              em.f32Like(vt, 0.0),
+              [&](Value source, Value row) -> Value {
+                return vector::TransferReadOp::create(b, vt, source,
+                                                      ValueRange{row, c}, pad,
+                                                      ArrayRef<bool>{false});
+              },
+              [&](Value w) -> Value {
+                return vector::BroadcastOp::create(b, vt, w);
+              });
           vector::TransferWriteOp::create(b, sum, out, ValueRange{t, c},
                                           ArrayRef<bool>{false});
         },
