@@ -31,6 +31,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/Threading.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
@@ -454,7 +455,9 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
           pm, cachingAllocator, openmp, features->bf16Dot,
           CPUTargetModel{{features->vectorBits, features->vectorRegisters},
                          features->lastLevelCacheBytes,
-                         features->l2CacheBytes},
+                         features->l2CacheBytes,
+                         std::max<int64_t>(CPUTargetModel().columnChunks,
+                                           features->cores)},
           schedule, pipelineStream)))
     return makeError("cannot build the moe CPU pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
@@ -625,6 +628,7 @@ mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
       features.lastLevelCacheBytes = *host.last;
     if (host.l2)
       features.l2CacheBytes = *host.l2;
+    features.cores = llvm::hardware_concurrency().compute_thread_count();
   }
   return features;
 }

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sched.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -675,4 +676,19 @@ TEST(CPUFeatures, L2Cache) {
         unit == 'K')
       EXPECT_EQ(native->l2CacheBytes, int64_t(kib) << 10);
   }
+}
+
+// The cores the work items of the expert GEMMs follow: for "native" the
+// CPUs this process may run on (its affinity mask, as sched_getaffinity
+// counts them), 0 (unknown) for a named CPU.
+TEST(CPUFeatures, Cores) {
+  auto named = mlir::moe::compiler::getCPUFeatures("x86-64-v4");
+  ASSERT_TRUE(bool(named)) << llvm::toString(named.takeError());
+  EXPECT_EQ(named->cores, 0);
+  auto native = mlir::moe::compiler::getCPUFeatures("native");
+  ASSERT_TRUE(bool(native)) << llvm::toString(native.takeError());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  ASSERT_EQ(sched_getaffinity(0, sizeof set, &set), 0);
+  EXPECT_EQ(native->cores, CPU_COUNT(&set));
 }

@@ -67,6 +67,11 @@ struct CPUFeatures {
   /// Bytes of one core's level-2 cache: for "native", the host's (sysfs:
   /// the level-2 data or unified cache of CPU 0); otherwise 1 MiB.
   int64_t l2CacheBytes = int64_t(1) << 20;
+  /// Cores the generated code can run on: for "native", the CPUs this
+  /// process may run on (its affinity mask); otherwise 0 (unknown). lowerToLLVM
+  /// cuts each expert GEMM into max(4, cores) work items per expert along
+  /// its columns (CPUTargetModel::columnChunks).
+  int64_t cores = 0;
 };
 /// The features of `targetCPU` ("native" or an LLVM CPU name); an error
 /// for an unknown CPU.

@@ -49,3 +49,37 @@ func.func @array_depth_block(%x: tensor<?x64xf32>, %w: tensor<4x32x64xf32>,
       : tensor<?x64xf32>, tensor<4x32x64xf32>, tensor<5xi32> -> tensor<?x32xf32>
   return %y : tensor<?x32xf32>
 }
+
+// -----
+
+// Bad work-item attributes (moe.column_chunks, moe.panel_min_rows).
+func.func @zero_chunks(%x: tensor<?x64xf32>, %w: tensor<4x96x64xf32>,
+                       %offsets: tensor<5xi32>) -> tensor<?x48xf32> {
+  // expected-error @below {{expects 'moe.column_chunks' to be a positive integer of at most 32 bits (work items per expert), not 0 : i64}}
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      {moe.column_chunks = 0 : i64}
+      : tensor<?x64xf32>, tensor<4x96x64xf32>, tensor<5xi32> -> tensor<?x48xf32>
+  return %h : tensor<?x48xf32>
+}
+
+// -----
+
+func.func @big_chunks(%x: tensor<?x64xf32>, %w: tensor<4x96x64xf32>,
+                      %offsets: tensor<5xi32>) -> tensor<?x48xf32> {
+  // expected-error @below {{expects 'moe.column_chunks' to be a positive integer of at most 32 bits (work items per expert), not 8589934592 : i64}}
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      {moe.column_chunks = 8589934592 : i64}
+      : tensor<?x64xf32>, tensor<4x96x64xf32>, tensor<5xi32> -> tensor<?x48xf32>
+  return %h : tensor<?x48xf32>
+}
+
+// -----
+
+func.func @rows_not_integer(%x: tensor<?x64xf32>, %w: tensor<4x96x64xf32>,
+                            %offsets: tensor<5xi32>) -> tensor<?x48xf32> {
+  // expected-error @below {{expects 'moe.panel_min_rows' to be a positive integer of at most 32 bits (rows an expert needs for the panel kernel), not "16"}}
+  %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
+      {moe.panel_min_rows = "16"}
+      : tensor<?x64xf32>, tensor<4x96x64xf32>, tensor<5xi32> -> tensor<?x48xf32>
+  return %h : tensor<?x48xf32>
+}

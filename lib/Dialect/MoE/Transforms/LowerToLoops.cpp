@@ -1233,25 +1233,35 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
 // `silu_glu` the 12 weight rows are 6 gate rows and the 6 matching up rows,
 // and the activation runs on the accumulators (the GEMM epilogue).
 //
-// Experts with fewer than kPanelMinRows rows (decode) take a dot-product
-// kernel instead that streams each weight row once along k.
+// Experts with fewer than `panelMinRows` rows (decode; 16 by default)
+// take a dot-product kernel instead that streams each weight row once
+// along k.
 //
 // Work items are (column block, expert) pairs in one `scf.parallel`, column
 // block major, so a static split gives every thread an equal share of every
 // expert's columns however skewed the expert loads are.
 
-/// Work items per expert along the columns. (The bytes of token panels
-/// kept in L2 while weight tiles stream past them are half the target's
-/// L2: CPUTargetModel::l2CacheBytes.)
-constexpr int64_t kColumnChunks = 4;
-constexpr int64_t kPanelMinRows = 16;
+/// How one CPU grouped matmul is cut up: its register tile, the steps of
+/// k per block (0: the default rule below), its work items per expert
+/// along the columns (CPUTargetModel::columnChunks), and the fewest rows an
+/// expert needs for the panel kernel (fewer take the decode kernel). The
+/// bytes of token panels kept in L2 while weight tiles stream past them
+/// are half the target's L2 (CPUTargetModel::l2CacheBytes).
+struct GroupedMatmulSchedule {
+  CPUTile tile;
+  int64_t depthBlock = 0;
+  int64_t columnChunks = 4;
+  int64_t panelMinRows = 16;
+};
 /// k steps (values of k, pairs of them for bf16) per block of k, for
 /// depths whose panels do not fit L2 whole (see lowerGroupedMatmulFast).
 constexpr int64_t kDefaultDepthBlock = 1024;
-/// The discardable attributes that set one op's register tile and k
-/// blocks.
+/// The discardable attributes that set one op's register tile, k blocks,
+/// work items per expert and decode threshold (GroupedMatmulSchedule).
 constexpr llvm::StringLiteral kTileAttr = "moe.tile";
 constexpr llvm::StringLiteral kDepthBlockAttr = "moe.depth_block";
+constexpr llvm::StringLiteral kColumnChunksAttr = "moe.column_chunks";
+constexpr llvm::StringLiteral kPanelMinRowsAttr = "moe.panel_min_rows";
 constexpr llvm::StringLiteral kTileRule =
     "expected 1 to 4 panel vectors and an even number of columns from 2 to "
     "32";
@@ -1364,9 +1374,14 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
 }
 
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                             bool bf16Dot, CPUTile tile, int64_t depthBlock,
+                             bool bf16Dot,
+                             const GroupedMatmulSchedule &schedule,
                              const CPUTargetModel &model) {
   Emitter em(b);
+  const CPUTile tile = schedule.tile;
+  const int64_t depthBlock = schedule.depthBlock;
+  const int64_t columnChunks = schedule.columnChunks;
+  Value panelMinRows = em.idx(schedule.panelMinRows);
   // Bytes of token panels per block: half the L2, so that the block and
   // the weight tiles streaming past it both stay there.
   const int64_t panelBlockBytes = std::max<int64_t>(model.l2CacheBytes / 2, 1);
@@ -1420,8 +1435,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     Value lo, hi;
     std::tie(lo, hi) = expertRows(e);
     Value n = em.sub(hi, lo);
-    Value panels = em.select(em.ge(n, em.idx(kPanelMinRows)),
-                             ceilDiv(n, kPanelRows), zero);
+    Value panels =
+        em.select(em.ge(n, panelMinRows), ceilDiv(n, kPanelRows), zero);
     em.store(em.add(em.load(pstart, {e}), panels), pstart, {em.add(e, one)});
   });
   Value numPanels = em.load(pstart, {E});
@@ -1591,7 +1606,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // expert's columns, however skewed the expert loads are. Within an item,
   // panels are taken in blocks that stay in L2 while the chunk's weight
   // tiles stream past them.
-  Value chunkBlocks = ceilDiv(colBlocks, kColumnChunks);
+  Value chunkBlocks = ceilDiv(colBlocks, columnChunks);
   // k steps (values of k, or pairs for bf16). When a panel block would
   // hold fewer than two panels of the whole depth and the expert's weights
   // do not stay in the last-level cache, k is taken in blocks
@@ -1634,7 +1649,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                                           em.mul(em.maxI(blockSteps, one),
                                                  em.idx(kPanelRows * 4))));
   Value partial;
-  parallelLoop(em, zero, em.mul(em.idx(kColumnChunks), E), [&](Value item) {
+  parallelLoop(em, zero, em.mul(em.idx(columnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
     Value jbLo = em.mul(arith::DivUIOp::create(b, item, E), chunkBlocks);
     Value jbHi = em.minI(em.add(jbLo, chunkBlocks), colBlocks);
@@ -1690,7 +1705,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           body(wr, storeCol, storeRows);
         };
     em.ifThen(
-        em.ge(n, em.idx(kPanelMinRows)),
+        em.ge(n, panelMinRows),
         [&] {
           if (!oneDepthBlock)
             partial =
@@ -1914,14 +1929,14 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 }
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
-                         bool bf16Dot, CPUTile tile, int64_t depthBlock,
+                         bool bf16Dot, const GroupedMatmulSchedule &schedule,
                          const CPUTargetModel &model) {
   auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
   if (isF32(op.getResult()) && isF32(op.getInput()) &&
       (isF32(op.getWeight()) ||
        getElementTypeOrSelf(op.getWeight()).isBF16()) &&
       isF32(op.getRowScale()))
-    return lowerGroupedMatmulFast(b, op, bf16Dot, tile, depthBlock, model);
+    return lowerGroupedMatmulFast(b, op, bf16Dot, schedule, model);
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -2677,12 +2692,32 @@ struct CPUTarget {
   CPUTargetModel model;
   CPUTile tile{0, 0};
   int64_t depthBlock = 0;
+  int64_t panelMinRows = 16;
 };
 
+/// The op's discardable attribute `name`, a positive integer of at most 32
+/// bits (`what` says what it counts), or `fallback` when it has none.
+FailureOr<int64_t> getPositiveAttr(GroupedMatmulOp op, StringRef name,
+                                   StringRef what, int64_t fallback) {
+  Attribute attr = op->getAttr(name);
+  if (!attr)
+    return fallback;
+  auto value = dyn_cast<IntegerAttr>(attr);
+  if (!value || value.getType().isIndex() ||
+      value.getValue().getSignificantBits() > 32 || value.getInt() < 1) {
+    return op.emitOpError("expects '")
+           << name << "' to be a positive integer of at most 32 bits (" << what
+           << "), not " << attr;
+  }
+  return value.getInt();
+}
+
 /// Lowers one grouped matmul for the GPU or the CPU target: the tile
-/// (the op's `moe.tile`, else the pass options, else the cost model) and
-/// the blocks of k (`moe.depth_block`, else the pass option) are checked
-/// here.
+/// (the op's `moe.tile`, else the pass options, else the cost model), the
+/// blocks of k (`moe.depth_block`, else the pass option), the work items
+/// per expert (`moe.column_chunks`, else the target model's) and the
+/// decode threshold (`moe.panel_min_rows`, else the pass option) are
+/// checked here.
 FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                                        GroupedMatmulOp matmul, bool gpu,
                                        const CPUTarget &target) {
@@ -2718,21 +2753,21 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
              << kTileAttr << "' " << attr << " (" << kTileRule << ")";
     }
   }
-  int64_t depthBlock = target.depthBlock;
-  if (Attribute attr = matmul->getAttr(kDepthBlockAttr)) {
-    auto steps = dyn_cast<IntegerAttr>(attr);
-    if (!steps || steps.getType().isIndex() ||
-        steps.getValue().getSignificantBits() > 32 || steps.getInt() < 1) {
-      return matmul.emitOpError("expects '")
-             << kDepthBlockAttr
-             << "' to be a positive integer of at most 32 bits (k "
-                "steps per block), not "
-             << attr;
-    }
-    depthBlock = steps.getInt();
-  }
-  return lowerGroupedMatmul(b, matmul, target.bf16Dot, opTile, depthBlock,
-                            target.model);
+  GroupedMatmulSchedule schedule{opTile};
+  FailureOr<int64_t> depthBlock = getPositiveAttr(
+      matmul, kDepthBlockAttr, "k steps per block", target.depthBlock);
+  FailureOr<int64_t> chunks =
+      getPositiveAttr(matmul, kColumnChunksAttr, "work items per expert",
+                      target.model.columnChunks);
+  FailureOr<int64_t> minRows = getPositiveAttr(
+      matmul, kPanelMinRowsAttr, "rows an expert needs for the panel kernel",
+      target.panelMinRows);
+  if (failed(depthBlock) || failed(chunks) || failed(minRows))
+    return failure();
+  schedule.depthBlock = *depthBlock;
+  schedule.columnChunks = *chunks;
+  schedule.panelMinRows = *minRows;
+  return lowerGroupedMatmul(b, matmul, target.bf16Dot, schedule, target.model);
 }
 
 /// The gate: on GPUs a grouped matmul of one expert; on CPUs the
@@ -2791,10 +2826,12 @@ struct MoELowerToLoopsPass
   void runOnOperation() override {
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
-    CPUTarget target{bf16Dot,
-                     {{vectorBits, vectorRegisters}, llcBytes, l2Bytes},
-                     {panelVectors, tileColumns},
-                     int64_t(depthBlock)};
+    CPUTarget target{
+        bf16Dot,
+        {{vectorBits, vectorRegisters}, llcBytes, l2Bytes, columnChunks},
+        {panelVectors, tileColumns},
+        int64_t(depthBlock),
+        panelMinRows};
     CPUTile checked{panelVectors ? panelVectors : 1,
                     tileColumns ? tileColumns : 2};
     if (!isSupportedCPUTile(checked)) {
@@ -2806,6 +2843,15 @@ struct MoELowerToLoopsPass
     if (llcBytes <= 0 || l2Bytes <= 0) {
       emitError(root->getLoc(), "cache sizes must be positive, not llc-bytes=")
           << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
+      return signalPassFailure();
+    }
+    if (columnChunks < 1 || columnChunks > INT32_MAX || panelMinRows < 1 ||
+        panelMinRows > INT32_MAX) {
+      emitError(root->getLoc(),
+                "work item options must be positive 32-bit integers, not "
+                "column-chunks=")
+          << int64_t(columnChunks)
+          << " panel-min-rows=" << int64_t(panelMinRows);
       return signalPassFailure();
     }
     // Region ops first (their bodies may hold moe ops), then the rest.

@@ -37,7 +37,8 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
          " vector-bits=" + std::to_string(target.unit.bits) +
          " vector-registers=" + std::to_string(target.unit.registers) +
          " llc-bytes=" + std::to_string(target.lastLevelCacheBytes) +
-         " l2-bytes=" + std::to_string(target.l2CacheBytes) + "}," +
+         " l2-bytes=" + std::to_string(target.l2CacheBytes) +
+         " column-chunks=" + std::to_string(target.columnChunks) + "}," +
          "moe-approximate-vector-math,"
          "canonicalize,cse," +
          kBufferize +
@@ -203,6 +204,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Bytes of one core's L2 cache (the size of the blocks "
                      "of token panels)"),
       llvm::cl::init(moe::CPUTargetModel().l2CacheBytes)};
+  Option<int64_t> columnChunks{
+      *this, "column-chunks",
+      llvm::cl::desc("Work items of an expert GEMM per expert along its "
+                     "columns (at least the threads the code runs on)"),
+      llvm::cl::init(moe::CPUTargetModel().columnChunks)};
   Option<std::string> schedule{
       *this, "schedule",
       llvm::cl::desc("transform-dialect file run on the expanded ops before "
@@ -238,7 +244,8 @@ void mlir::moe::registerMoEPipelines() {
                 /*openmp=*/true, options.bf16Dot,
                 {{options.vectorBits, options.vectorRegisters},
                  options.llcBytes,
-                 options.l2Bytes},
+                 options.l2Bytes,
+                 options.columnChunks},
                 options.schedule)))
           llvm::report_fatal_error("invalid moe-cpu-pipeline options");
       });

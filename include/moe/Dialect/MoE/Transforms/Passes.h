@@ -51,11 +51,17 @@ struct CPUVectorUnit {
 /// (experts whose weights stay in it take no blocks of k; docs/design.md,
 /// "Blocks of k"; 32 MiB when unknown) and of one core's L2 (half of it
 /// holds the token panels a block of weight tiles streams past; 1 MiB
-/// when unknown).
+/// when unknown), and the work items of an expert GEMM per expert along
+/// its columns: the items are (chunk, expert) pairs, chunk major, so with
+/// at least one chunk per thread a static split gives every thread a share
+/// of every expert's columns, however skewed the loads (4 when unknown;
+/// the drivers give max(4, cores) for the host, docs/design.md, "Work
+/// items and threads").
 struct CPUTargetModel {
   CPUVectorUnit unit;
   int64_t lastLevelCacheBytes = int64_t(32) << 20;
   int64_t l2CacheBytes = int64_t(1) << 20;
+  int64_t columnChunks = 4;
 };
 
 /// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile

@@ -119,7 +119,17 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "(values of k; pairs of them for bf16 weights) when the depth "
            "has more (0: blocks of 1024 steps, only for depths above "
            "2048 steps of experts with at least llc-bytes of weights). "
-           "An op's own `moe.depth_block` (i64) overrides it">
+           "An op's own `moe.depth_block` (i64) overrides it">,
+    Option<"columnChunks", "column-chunks", "int64_t", /*default=*/"4",
+           "CPU grouped_matmul: work items per expert along its columns "
+           "(chunks of its column blocks; the items are (chunk, expert) "
+           "pairs, chunk major, split statically over the threads, so at "
+           "least one chunk per thread shares every expert's columns among "
+           "them). An op's own `moe.column_chunks` (i64) overrides it">,
+    Option<"panelMinRows", "panel-min-rows", "int64_t", /*default=*/"16",
+           "CPU grouped_matmul: experts with at least this many rows take "
+           "the panel kernel, others the decode (dot-product) kernel. An "
+           "op's own `moe.panel_min_rows` (i64) overrides it">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
