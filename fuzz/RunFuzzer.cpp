@@ -242,43 +242,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // bf16: a hidden value can round to the neighbouring bf16 value here and
   // in the reference (moe-difftest.cpp explains), which moves its token's
   // whole row by up to a bf16 step of the hidden values (1/128 of them)
-  // times the weights. So rows are checked: all within a loose bound, and
-  // all but max(1, 5%) of them as closely as f32. Tokens whose values
-  // round to the same bf16 values (fuzzed inputs repeat them, or nearly)
-  // give their experts the same operands, so they share such a rounding,
-  // whatever expert capacity does to their routing: they count as one.
+  // times the weights. So with bf16 weights every element is checked
+  // within that looser bound only. moe-difftest also checks that nearly all
+  // rows agree as closely as in f32; here that does not hold: fuzzed
+  // inputs repeat tokens and values, and mutating the inputs that found
+  // such a rounding finds more (docs/errors.md, Fuzzing).
   bool bf16 = c.spec.expertWeights == frontend::WeightType::BF16;
-  int64_t looseRows = 0;
-  std::vector<int64_t> looseTokens;
-  auto sameToken = [&](int64_t a, int64_t b) {
-    for (int64_t i = 0; i < kHidden; ++i)
-      if (frontend::toBF16(x[a * kHidden + i]) !=
-          frontend::toBF16(x[b * kHidden + i]))
-        return false;
-    return true;
-  };
-  for (int64_t t = 0; t < T; ++t) {
-    bool tight = true;
-    for (int64_t i = t * kHidden; i < (t + 1) * kHidden; ++i) {
-      float a = y[i], b = want.output[i];
-      tight &= close(a, b, 1e-4f, 1e-3f);
-      if (!close(a, b, bf16 ? 0.1f : 1e-4f, bf16 ? 0.05f : 1e-3f)) {
-        fprintf(stderr, "RunFuzzer: element %lld: %g, reference %g\n",
-                (long long)i, a, b);
-        abort();
-      }
+  for (int64_t i = 0; i < T * kHidden; ++i) {
+    float a = y[i], b = want.output[i];
+    if (!close(a, b, bf16 ? 0.1f : 1e-4f, bf16 ? 0.05f : 1e-3f)) {
+      fprintf(stderr, "RunFuzzer: element %lld: %g, reference %g\n",
+              (long long)i, a, b);
+      abort();
     }
-    if (!tight && std::none_of(looseTokens.begin(), looseTokens.end(),
-                               [&](int64_t u) { return sameToken(u, t); })) {
-      looseTokens.push_back(t);
-      ++looseRows;
-    }
-  }
-  if (looseRows > std::max<int64_t>(1, T / 20)) {
-    fprintf(stderr, "RunFuzzer: rows of %lld of %lld distinct tokens differ "
-                    "by more than f32 rounding\n", (long long)looseRows,
-            (long long)T);
-    abort();
   }
   return 0;
 }
