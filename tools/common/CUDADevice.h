@@ -17,6 +17,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
+#include "llvm/Support/CommandLine.h"
 
 #include <algorithm>
 #include <string>
@@ -30,6 +31,17 @@ namespace moe_tools {
 /// Fails with `what` and the CUDA runtime's pending error.
 [[noreturn]] inline void failCUDA(const llvm::Twine &what) {
   toolFail(what + ": " + moe_cuda_error_string(moe_cuda_take_error()));
+}
+
+/// Registers the tools' `--chip` option (the GPU architecture for
+/// --device cuda) in `category`; call before parsing the command line.
+inline llvm::cl::opt<std::string> &
+addChipOption(llvm::cl::OptionCategory &category) {
+  return *new llvm::cl::opt<std::string>(
+      "chip",
+      llvm::cl::desc("GPU architecture with --device cuda: sm_80 or sm_90 "
+                     "(default: the device's)"),
+      llvm::cl::cat(category));
 }
 
 /// Checks `--chip` (empty, sm_80 or sm_90) without touching the driver.

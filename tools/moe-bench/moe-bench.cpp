@@ -111,11 +111,7 @@ static cl::opt<std::string>
            cl::desc("cpu (default), or cuda: compile the layer for the GPU "
                     "(--target nvptx) and time it on CUDA device 0"),
            cl::init("cpu"), cl::cat(category));
-static cl::opt<std::string>
-    chipOpt("chip",
-            cl::desc("GPU architecture with --device cuda: sm_80 or sm_90 "
-                     "(default: the device's)"),
-            cl::cat(category));
+static cl::opt<std::string> &chipOpt = addChipOption(category);
 
 namespace {
 

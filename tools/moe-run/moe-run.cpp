@@ -78,11 +78,7 @@ static cl::opt<std::string>
            cl::desc("cpu (default), or cuda: compile the layers for the GPU "
                     "(--target nvptx) and run them on CUDA device 0"),
            cl::init("cpu"), cl::cat(category));
-static cl::opt<std::string>
-    chipOpt("chip",
-            cl::desc("GPU architecture with --device cuda: sm_80 or sm_90 "
-                     "(default: the device's)"),
-            cl::cat(category));
+static cl::opt<std::string> &chipOpt = addChipOption(category);
 static cl::opt<double> relTol("rtol", cl::desc("Relative tolerance"),
                               cl::init(1e-4), cl::cat(category));
 static cl::opt<double> absTol("atol", cl::desc("Absolute tolerance"),
