@@ -10,8 +10,9 @@ it; the PyTorch-eager block's median and moe-mlir's speedup over it.
 
 Then the JIT compile time of each layer (preset, weight type) and, given
 the results of an earlier run (bench/run.sh keeps the last one), that run's
-figures beside it, with the layer times of both: a change that makes the
-generated code slower to compile shows here, not only as slower tests.
+figures beside it, with the sum of the layer's medians in both (over the
+token counts both runs have): a change that makes the generated code
+slower to compile shows here, not only as slower tests.
 """
 import json
 import sys
@@ -40,12 +41,14 @@ def read(path):
     return moe, onednn, torch_eager, stream
 
 
-def compile_times(moe):
-    """compile_ms per (preset, dtype), and the sum of the layer's medians."""
+def compile_times(moe, tokens=None):
+    """compile_ms per (preset, dtype), and the sum of the layer's medians
+    (over the token counts in `tokens` only, when given)."""
     out = {}
-    for (preset, tokens, dtype), r in moe.items():
+    for (preset, t, dtype), r in moe.items():
         c = out.setdefault((preset, dtype), [r.get("compile_ms"), 0.0])
-        c[1] += r["ms_median"]
+        if tokens is None or t in tokens:
+            c[1] += r["ms_median"]
     return out
 
 
@@ -53,10 +56,13 @@ def main():
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: report.py RESULTS.jsonl [PREVIOUS.jsonl]")
     moe, onednn, torch_eager, stream = read(sys.argv[1])
-    previous = None
+    # The layer times are summed over the token counts both runs have.
+    previous, common = None, None
     if len(sys.argv) == 3:
         try:
-            previous = compile_times(read(sys.argv[2])[0])
+            before = read(sys.argv[2])[0]
+            common = ({k[1] for k in moe} & {k[1] for k in before})
+            previous = compile_times(before, common)
         except OSError:
             previous = None
     bw = stream["gbps_median"] if stream else None
@@ -88,7 +94,8 @@ def main():
                "sum of ms", "previous", "ratio"))
     print(head)
     print("-" * len(head))
-    for (preset, dtype), (ms, total) in sorted(compile_times(moe).items()):
+    for (preset, dtype), (ms, total) in sorted(
+            compile_times(moe, common).items()):
         p = previous.get((preset, dtype)) if previous else None
         ratio = lambda a, b: "%.2f" % (a / b) if a and b else "-"
         print("%-14s %-4s | %10s %10s %5s | %11.3f %11s %5s" % (
@@ -98,6 +105,9 @@ def main():
             "%.3f" % p[1] if p else "-", ratio(total, p[1]) if p else "-"))
     if previous is None:
         print("(no previous run to compare with)")
+    else:
+        print("(sums over T = %s, the token counts of both runs)"
+              % ",".join(str(t) for t in sorted(common)))
 
 
 if __name__ == "__main__":
