@@ -2685,14 +2685,12 @@ Value lowerExpertLoad(ImplicitLocOpBuilder &b, ExpertLoadOp op) {
 //===----------------------------------------------------------------------===//
 
 /// What the CPU lowering of grouped_matmul is told about its target: BF16
-/// dot products, the register file, and tile sizes from the pass options
-/// (0: the cost model's).
+/// dot products, the target model, and the schedule from the pass options
+/// (a tile size of 0: the cost model's), which an op's attributes override.
 struct CPUTarget {
   bool bf16Dot = false;
   CPUTargetModel model;
-  CPUTile tile{0, 0};
-  int64_t depthBlock = 0;
-  int64_t panelMinRows = 16;
+  GroupedMatmulSchedule defaults{{0, 0}};
 };
 
 /// The op's discardable attribute `name`, a positive integer of at most 32
@@ -2734,10 +2732,11 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                                  !bf16            ? TileOperands::F32
                                  : target.bf16Dot ? TileOperands::BF16Dot
                                                   : TileOperands::BF16Emulated);
-  if (target.tile.panelVectors)
-    opTile.panelVectors = target.tile.panelVectors;
-  if (target.tile.columns)
-    opTile.columns = target.tile.columns;
+  const GroupedMatmulSchedule &defaults = target.defaults;
+  if (defaults.tile.panelVectors)
+    opTile.panelVectors = defaults.tile.panelVectors;
+  if (defaults.tile.columns)
+    opTile.columns = defaults.tile.columns;
   if (Attribute attr = matmul->getAttr(kTileAttr)) {
     auto sizes = dyn_cast<DenseI64ArrayAttr>(attr);
     if (!sizes || sizes.size() != 2) {
@@ -2755,13 +2754,13 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
   }
   GroupedMatmulSchedule schedule{opTile};
   FailureOr<int64_t> depthBlock = getPositiveAttr(
-      matmul, kDepthBlockAttr, "k steps per block", target.depthBlock);
+      matmul, kDepthBlockAttr, "k steps per block", defaults.depthBlock);
   FailureOr<int64_t> chunks =
       getPositiveAttr(matmul, kColumnChunksAttr, "work items per expert",
-                      target.model.columnChunks);
+                      defaults.columnChunks);
   FailureOr<int64_t> minRows = getPositiveAttr(
       matmul, kPanelMinRowsAttr, "rows an expert needs for the panel kernel",
-      target.panelMinRows);
+      defaults.panelMinRows);
   if (failed(depthBlock) || failed(chunks) || failed(minRows))
     return failure();
   schedule.depthBlock = *depthBlock;
@@ -2829,9 +2828,10 @@ struct MoELowerToLoopsPass
     CPUTarget target{
         bf16Dot,
         {{vectorBits, vectorRegisters}, llcBytes, l2Bytes, columnChunks},
-        {panelVectors, tileColumns},
-        int64_t(depthBlock),
-        panelMinRows};
+        {{panelVectors, tileColumns},
+         int64_t(depthBlock),
+         columnChunks,
+         panelMinRows}};
     CPUTile checked{panelVectors ? panelVectors : 1,
                     tileColumns ? tileColumns : 2};
     if (!isSupportedCPUTile(checked)) {
