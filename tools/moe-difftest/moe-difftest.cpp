@@ -1,6 +1,6 @@
 //===- moe-difftest.cpp - Compiled layers vs the naive reference ----------===//
 //
-//   moe-difftest [--configs N] [--seed S] [--verbose]
+//   moe-difftest [--configs N] [--seed S] [--family NAME] [--verbose]
 //
 // Draws N random MoE layers (every routing family,
 // E 1..64, k 1..E, T including 0 and 1, widths that are not multiples of
@@ -53,8 +53,24 @@ static cl::opt<std::string>
                        "x86-64-v4, ...)"),
               cl::init("native"));
 
+/// The routing families a config is drawn from, config i from family
+/// i % 10 unless --family names one.
+static constexpr const char *kFamilies[] = {
+    "topk-softmax",       "topk-sigmoid-bias-groups",
+    "topk-softmax-after", "topk-null-experts",
+    "topk-capacity",      "top-p",
+    "expert-choice",      "hash",
+    "topk-sigmoid",       "balanced"};
+static cl::opt<std::string>
+    family("family",
+           cl::desc("Draw every config from this routing family (a name of "
+                    "the summary without its capacity suffix: topk-softmax, "
+                    "topk-capacity, hash, ...); default: all, in turn"));
+
 /// --dtype.
 static WeightType weightType = WeightType::F32;
+/// --family, or -1.
+static int familyIndex = -1;
 
 namespace {
 
@@ -97,7 +113,7 @@ public:
     s.numExperts = uniform(1, 64);
     s.activation = static_cast<ExpertActivation>(uniform(0, 2));
     int64_t E = s.numExperts;
-    switch (index % 10) {
+    switch (familyIndex >= 0 ? unsigned(familyIndex) : index % 10) {
     case 0:
       c.policy = "topk-softmax";
       r.k = uniform(1, E);
@@ -416,6 +432,18 @@ int main(int argc, char **argv) {
     llvm::errs() << "moe-difftest: error: --dtype must be f32 or bf16, not '"
                  << dtype << "'\n";
     return 2;
+  }
+  if (!family.empty()) {
+    auto it = llvm::find(kFamilies, family);
+    if (it == std::end(kFamilies)) {
+      llvm::errs() << "moe-difftest: error: unknown --family '" << family
+                   << "' (one of";
+      for (const char *name : kFamilies)
+        llvm::errs() << " " << name;
+      llvm::errs() << ")\n";
+      return 2;
+    }
+    familyIndex = int(it - std::begin(kFamilies));
   }
   DialectRegistry registry;
   registerCompilerDialects(registry);

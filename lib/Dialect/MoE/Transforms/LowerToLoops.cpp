@@ -382,8 +382,14 @@ Value expShifted(Emitter &em, Value l, Value maxv) {
   return em.select(maxInf, limit, em.exp(em.sub(l, safeMax)));
 }
 
+/// `out` is the scratch row: out[e], or out[outRow, e] with `outRow`
+/// (a row of a [T, n] buffer, private to the token).
 void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
-                    function_ref<void(Value, Value)> store) {
+                    function_ref<void(Value, Value)> store,
+                    Value outRow = Value()) {
+  auto at = [&](Value e) {
+    return outRow ? SmallVector<Value>{outRow, e} : SmallVector<Value>{e};
+  };
   Value zero = em.idx(0);
   Value maxv = em.loop(zero, n, ValueRange{em.f32(-INFINITY)},
                        [&](Value e, ValueRange c) -> SmallVector<Value> {
@@ -396,12 +402,13 @@ void emitSoftmaxRow(Emitter &em, Value logits, Value t, Value n, Value out,
                       [&](Value e, ValueRange c) -> SmallVector<Value> {
                         Value l = em.sanitize(em.loadF(logits, {t, e}));
                         Value x = expShifted(em, l, maxv);
-                        em.store(x, out, {e});
+                        em.store(x, out, at(e));
                         return {em.add(c[0], x)};
                       })[0];
   Value positive = em.gt(sum, em.f32(0.0));
   Value inv = em.select(positive, em.div(em.f32(1.0), sum), em.f32(0.0));
-  em.loop(zero, n, [&](Value e) { store(e, em.mul(em.load(out, {e}), inv)); });
+  em.loop(zero, n,
+          [&](Value e) { store(e, em.mul(em.load(out, at(e)), inv)); });
 }
 
 //===----------------------------------------------------------------------===//
@@ -600,7 +607,7 @@ void emitHashRoute(Emitter &em, Value ids, Value table, Value indices,
                    Value weights, Value numTokens) {
   Value zero = em.idx(0);
   Value vocab = em.dim(table, 0);
-  em.loop(zero, numTokens, [&](Value t) {
+  parallelLoop(em, zero, numTokens, [&](Value t) {
     Value id = em.toI64(em.load(ids, {t}));
     Value valid = em.inRange(id, zero, vocab);
     Value expert = em.ifValue(
@@ -621,11 +628,13 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
   Value numCols = em.dim(logits, 1);
   Value probs = em.alloc({ShapedType::kDynamic, ShapedType::kDynamic},
                          em.b.getF32Type(), {numTokens, numCols});
-  Value row = em.alloc({ShapedType::kDynamic}, em.b.getF32Type(), {numCols});
-  em.loop(zero, numTokens, [&](Value t) {
-    emitSoftmaxRow(em, logits, t, numCols, row, [&](Value e, Value p) {
-      em.store(p, probs, {t, e});
-    });
+  // Each token's row of `probs` is its own softmax scratch, so tokens
+  // are independent, and so are experts below (expert e reads and writes
+  // column e of the slots only).
+  parallelLoop(em, zero, numTokens, [&](Value t) {
+    emitSoftmaxRow(
+        em, logits, t, numCols, probs,
+        [&](Value e, Value p) { em.store(p, probs, {t, e}); }, t);
   });
   em.fill(indices, em.i32(-1));
   em.fill(weights, em.f32(0.0));
@@ -637,7 +646,7 @@ void emitExpertChoiceRoute(Emitter &em, RouterAttr router, Value logits,
   Value capacity = em.toIndex(em.ceilCapacity(scaled));
   capacity = em.minI(em.maxI(capacity, zero), numTokens);
 
-  em.loop(zero, em.idx(numExperts), [&](Value e) {
+  parallelLoop(em, zero, em.idx(numExperts), [&](Value e) {
     Value e32 = em.toI32(e);
     em.loop(zero, capacity, [&](Value) {
       std::pair<Value, Value> choice = em.argmax(
@@ -1004,30 +1013,126 @@ LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
 // moe.dispatch_plan
 //===----------------------------------------------------------------------===//
 
-void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
-                       SmallVectorImpl<Value> &results) {
-  Emitter em(b);
+/// Tokens per block of the parallel dispatch plan: on CPUs a few blocks
+/// per thread at large T, on GPUs one thread per block, so short enough
+/// that a thread's sequential walk over its block stays cheap.
+constexpr int64_t kCPUPlanBlock = 256;
+constexpr int64_t kGPUPlanBlock = 32;
+constexpr llvm::StringLiteral kPlanBlockAttr = "moe.plan_block";
+
+/// The capacity of one expert in a group of `groupTokens` tokens with
+/// `slots` slots each, as i32: the capacity attribute's (in the order of
+/// CapacityAttr::computeCapacity, f * (n * K / E)), or one that never
+/// binds without one.
+Value groupCapacity(Emitter &em, CapacityAttr capacity, Value groupTokens,
+                    Value slots, int64_t numExperts) {
+  if (!capacity)
+    return em.toI32(em.mul(groupTokens, slots));
+  if (std::optional<int64_t> absolute = capacity.getAbsolute())
+    return em.i32(*absolute);
+  double factor = capacity.getFactor().getValueAsDouble();
+  Value balanced =
+      em.div(em.mul(em.indexToF64(groupTokens), em.indexToF64(slots)),
+             em.f64(numExperts));
+  return em.toI32(em.ceilCapacity(em.mul(em.f64(factor), balanced)));
+}
+
+/// The plan of one group of all the tokens, in parallel over blocks of
+/// `blockTokens` tokens (a stable counting sort, so it builds the same
+/// plan as the sequential form below, bit for bit):
+///  1. per block, the slots it sends to each expert (`ranks[block, e]`);
+///  2. per expert, an exclusive scan of those counts over the blocks,
+///     which turns `ranks[block, e]` into the rank of the block's first
+///     slot among the expert's slots; the expert serves min(total, cap);
+///  3. the offsets, a sequential prefix sum over the experts;
+///  4. per block again, each slot's rank (the block's base plus the
+///     slots before it in the block): ranks below the capacity are rows,
+///     the others are dropped (-1) or passed through (-2).
+/// A slot is served exactly when fewer than `cap` slots before it chose
+/// its expert, which is the sequential rule when overflow never reroutes.
+void emitBlockedPlan(Emitter &em, Value indices, Value cap, bool passthrough,
+                     int64_t numExperts, int64_t blockTokens, Value perm,
+                     Value offsets, Value rows) {
+  ImplicitLocOpBuilder &b = em.b;
   Type i32 = b.getI32Type();
+  Value zero = em.idx(0), one = em.idx(1);
+  Value E = em.idx(numExperts);
+  Value numTokens = em.dim(indices, 0);
+  Value slots = em.dim(indices, 1);
+  Value block = em.idx(blockTokens);
+  Value numBlocks = arith::CeilDivUIOp::create(b, numTokens, block);
+  Value ranks = em.alloc({ShapedType::kDynamic, numExperts}, i32, {numBlocks});
+  Value served = em.alloc({numExperts}, i32, {});
+  // body(t, j, e, eIndex) for the in-range slots of block `blk`, in order;
+  // `outOfRange(t, j)` for the others.
+  auto forBlockSlots = [&](Value blk,
+                           function_ref<void(Value, Value, Value)> body,
+                           function_ref<void(Value, Value)> outOfRange) {
+    Value begin = em.mul(blk, block);
+    Value end = em.minI(em.add(begin, block), numTokens);
+    em.loop(begin, end, [&](Value t) {
+      em.loop(zero, slots, [&](Value j) {
+        Value e = em.load(indices, {t, j});
+        em.ifThen(
+            em.inRange(e, zero, E), [&] { body(t, j, em.toIndex(e)); },
+            [&] { outOfRange(t, j); });
+      });
+    });
+  };
+  parallelLoop(em, zero, numBlocks, [&](Value blk) {
+    em.loop(zero, E, [&](Value e) { em.store(em.i32(0), ranks, {blk, e}); });
+    forBlockSlots(
+        blk,
+        [&](Value, Value, Value e) {
+          em.store(em.add(em.load(ranks, {blk, e}), em.i32(1)), ranks,
+                   {blk, e});
+        },
+        [](Value, Value) {});
+  });
+  parallelLoop(em, zero, E, [&](Value e) {
+    Value total = em.loop(zero, numBlocks, ValueRange{em.i32(0)},
+                          [&](Value blk, ValueRange acc) -> SmallVector<Value> {
+                            Value n = em.load(ranks, {blk, e});
+                            em.store(acc[0], ranks, {blk, e});
+                            return {em.add(acc[0], n)};
+                          })[0];
+    em.store(em.minI(total, cap), served, {e});
+  });
+  em.store(em.i32(0), offsets, {zero});
+  em.loop(zero, E, [&](Value e) {
+    Value next = em.add(em.load(offsets, {e}), em.load(served, {e}));
+    em.store(next, offsets, {em.add(e, one)});
+  });
+  em.fill(perm, em.i32(-1));
+  parallelLoop(em, zero, numBlocks, [&](Value blk) {
+    forBlockSlots(
+        blk,
+        [&](Value t, Value j, Value e) {
+          Value rank = em.load(ranks, {blk, e});
+          em.store(em.add(rank, em.i32(1)), ranks, {blk, e});
+          em.ifThen(
+              em.lt(rank, cap),
+              [&] {
+                Value row = em.add(em.load(offsets, {e}), rank);
+                em.store(em.toI32(t), perm, {em.toIndex(row)});
+                em.store(row, rows, {t, j});
+              },
+              [&] { em.store(em.i32(passthrough ? -2 : -1), rows, {t, j}); });
+        },
+        [&](Value t, Value j) { em.store(em.i32(-1), rows, {t, j}); });
+  });
+}
+
+/// The sequential plan, for token groups and for capacity that reroutes
+/// (whose choices depend on every earlier slot's).
+void emitSequentialPlan(Emitter &em, DispatchPlanOp op, Value indices,
+                        Value perm, Value offsets, Value rows) {
+  Type i32 = em.b.getI32Type();
   int64_t numExperts = op.getNumExperts();
   Value E = em.idx(numExperts);
   Value zero = em.idx(0), one = em.idx(1);
-  Value indices = toBuffer(b, op.getIndices());
   Value numTokens = em.dim(indices, 0);
   Value slots = em.dim(indices, 1);
-  Value numRows = em.mul(numTokens, slots);
-
-  auto permType = cast<RankedTensorType>(op.getPerm().getType());
-  auto offsetsType = cast<RankedTensorType>(op.getOffsets().getType());
-  auto rowsType = cast<RankedTensorType>(op.getRows().getType());
-  Value perm = em.allocLike(
-      permType, permType.isDynamicDim(0) ? ValueRange{numRows} : ValueRange{});
-  Value offsets = em.allocLike(offsetsType, {});
-  SmallVector<Value> rowsDyn;
-  if (rowsType.isDynamicDim(0))
-    rowsDyn.push_back(numTokens);
-  if (rowsType.isDynamicDim(1))
-    rowsDyn.push_back(slots);
-  Value rows = em.allocLike(rowsType, rowsDyn);
 
   // dest[t, j]: the expert that serves slot (t, j), or -1 (nothing) / -2
   // (passthrough).
@@ -1037,8 +1142,8 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
   em.fill(dest, em.i32(-1));
 
   CapacityAttr capacity = op.getCapacityAttr();
-  Value scores = op.getScores() ? toBuffer(b, op.getScores()) : Value();
-  Value groups = op.getGroups() ? toBuffer(b, op.getGroups()) : Value();
+  Value scores = op.getScores() ? toBuffer(em.b, op.getScores()) : Value();
+  Value groups = op.getGroups() ? toBuffer(em.b, op.getGroups()) : Value();
   Value numGroups = groups ? em.sub(em.dim(groups, 0), one) : one;
 
   em.loop(zero, numGroups, [&](Value g) {
@@ -1047,22 +1152,8 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
       begin = em.clampIndex(em.load(groups, {g}), zero, numTokens);
       end = em.clampIndex(em.load(groups, {em.add(g, one)}), begin, numTokens);
     }
-    Value groupTokens = em.sub(end, begin);
-    // Capacity of one expert in this group (never binding without one).
-    Value cap = em.toI32(em.mul(groupTokens, slots));
-    if (capacity) {
-      if (std::optional<int64_t> absolute = capacity.getAbsolute()) {
-        cap = em.i32(*absolute);
-      } else {
-        double factor = capacity.getFactor().getValueAsDouble();
-        // In the order of CapacityAttr::computeCapacity: f * (n * K / E).
-        Value balanced =
-            em.div(em.mul(em.indexToF64(groupTokens), em.indexToF64(slots)),
-                   em.f64(numExperts));
-        Value scaled = em.mul(em.f64(factor), balanced);
-        cap = em.toI32(em.ceilCapacity(scaled));
-      }
-    }
+    Value cap =
+        groupCapacity(em, capacity, em.sub(end, begin), slots, numExperts);
     em.fill(count, em.i32(0));
     em.loop(begin, end, [&](Value t) {
       em.loop(zero, slots, [&](Value j) {
@@ -1156,6 +1247,40 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
           });
     });
   });
+}
+
+void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
+                       SmallVectorImpl<Value> &results, int64_t blockTokens) {
+  Emitter em(b);
+  Value indices = toBuffer(b, op.getIndices());
+  Value numTokens = em.dim(indices, 0);
+  Value slots = em.dim(indices, 1);
+
+  auto permType = cast<RankedTensorType>(op.getPerm().getType());
+  auto offsetsType = cast<RankedTensorType>(op.getOffsets().getType());
+  auto rowsType = cast<RankedTensorType>(op.getRows().getType());
+  Value perm = em.allocLike(permType, permType.isDynamicDim(0)
+                                          ? ValueRange{em.mul(numTokens, slots)}
+                                          : ValueRange{});
+  Value offsets = em.allocLike(offsetsType, {});
+  SmallVector<Value> rowsDyn;
+  if (rowsType.isDynamicDim(0))
+    rowsDyn.push_back(numTokens);
+  if (rowsType.isDynamicDim(1))
+    rowsDyn.push_back(slots);
+  Value rows = em.allocLike(rowsType, rowsDyn);
+
+  CapacityAttr capacity = op.getCapacityAttr();
+  OverflowPolicy policy =
+      capacity ? capacity.getOverflow() : OverflowPolicy::drop;
+  bool reroutes = policy == OverflowPolicy::reroute && op.getScores();
+  if (op.getGroups() || reroutes) {
+    emitSequentialPlan(em, op, indices, perm, offsets, rows);
+  } else {
+    Value cap = groupCapacity(em, capacity, numTokens, slots, op.getNumExperts());
+    emitBlockedPlan(em, indices, cap, policy == OverflowPolicy::passthrough,
+                    op.getNumExperts(), blockTokens, perm, offsets, rows);
+  }
   results.push_back(toTensor(b, perm, permType));
   results.push_back(toTensor(b, offsets, offsetsType));
   results.push_back(toTensor(b, rows, rowsType));
@@ -2695,7 +2820,7 @@ struct CPUTarget {
 
 /// The op's discardable attribute `name`, a positive integer of at most 32
 /// bits (`what` says what it counts), or `fallback` when it has none.
-FailureOr<int64_t> getPositiveAttr(GroupedMatmulOp op, StringRef name,
+FailureOr<int64_t> getPositiveAttr(Operation *op, StringRef name,
                                    StringRef what, int64_t fallback) {
   Attribute attr = op->getAttr(name);
   if (!attr)
@@ -2703,7 +2828,7 @@ FailureOr<int64_t> getPositiveAttr(GroupedMatmulOp op, StringRef name,
   auto value = dyn_cast<IntegerAttr>(attr);
   if (!value || value.getType().isIndex() ||
       value.getValue().getSignificantBits() > 32 || value.getInt() < 1) {
-    return op.emitOpError("expects '")
+    return op->emitOpError("expects '")
            << name << "' to be a positive integer of at most 32 bits (" << what
            << "), not " << attr;
   }
@@ -2782,7 +2907,7 @@ Value lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu) {
 }
 
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
-                       const CPUTarget &target) {
+                       const CPUTarget &target, int64_t planBlock) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
@@ -2790,7 +2915,14 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
   TypeSwitch<Operation *>(op)
       .Case([&](GateOp gate) { results.push_back(lowerGate(b, gate, gpu)); })
       .Case([&](RouteOp route) { status = lowerRoute(b, route, results, gpu); })
-      .Case([&](DispatchPlanOp plan) { lowerDispatchPlan(b, plan, results); })
+      .Case([&](DispatchPlanOp plan) {
+        FailureOr<int64_t> block = getPositiveAttr(
+            plan, kPlanBlockAttr, "tokens per block of the plan", planBlock);
+        if (failed(block))
+          status = failure();
+        else
+          lowerDispatchPlan(b, plan, results, *block);
+      })
       .Case([&](GroupedMatmulOp matmul) {
         FailureOr<Value> lowered =
             lowerGroupedMatmulFor(b, matmul, gpu, target);
@@ -2845,6 +2977,9 @@ struct MoELowerToLoopsPass
           << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
       return signalPassFailure();
     }
+    int64_t planBlock = planBlockTokens ? planBlockTokens
+                        : gpu           ? kGPUPlanBlock
+                                        : kCPUPlanBlock;
     if (columnChunks < 1 || columnChunks > INT32_MAX || panelMinRows < 1 ||
         panelMinRows > INT32_MAX) {
       emitError(root->getLoc(),
@@ -2854,6 +2989,13 @@ struct MoELowerToLoopsPass
           << " panel-min-rows=" << int64_t(panelMinRows);
       return signalPassFailure();
     }
+    if (planBlock < 1 || planBlock > INT32_MAX) {
+      emitError(root->getLoc(),
+                "plan-block must be a positive 32-bit integer (0 for the "
+                "target's), not ")
+          << int64_t(planBlockTokens);
+      return signalPassFailure();
+    }
     // Region ops first (their bodies may hold moe ops), then the rest.
     SmallVector<Operation *> regionOps, ops;
     root->walk([&](Operation *op) {
@@ -2861,7 +3003,7 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op, gpu, target)))
+      if (failed(lowerOne(rewriter, op, gpu, target, planBlock)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -2872,7 +3014,7 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op, gpu, target)))
+      if (failed(lowerOne(rewriter, op, gpu, target, planBlock)))
         return signalPassFailure();
     }
   }

@@ -59,9 +59,15 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
       precisions become, per expert, a `linalg.generic` GEMM on the
       subview of that expert's rows;
     * `moe.route`, `moe.dispatch_plan`, `moe.aux_loss`, `moe.z_loss` and
-      `moe.expert_load` become `scf.for` loop nests over buffers, bridged
+      `moe.expert_load` become loop nests over buffers, bridged
       into tensor IR with `bufferization.to_buffer` and
-      `bufferization.to_tensor restrict`; `moe.combine` an `scf.parallel`
+      `bufferization.to_tensor restrict`. Hash routing is an `scf.parallel`
+      over tokens, expert choice one over tokens and then one over
+      experts. The dispatch plan, without token groups or rerouting, is a
+      stable counting sort in `scf.parallel` loops over blocks of
+      `plan-block` tokens (the op's `moe.plan_block` wins) and over experts,
+      with the same result as the sequential `scf.for` form the other
+      plans take; `moe.combine` an `scf.parallel`
       over tokens summing 16-column vectors over the slots in order (f32;
       one element per iteration otherwise);
     * `moe.experts` becomes an `scf.for` over experts with its body inlined.
@@ -129,7 +135,11 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     Option<"panelMinRows", "panel-min-rows", "int64_t", /*default=*/"16",
            "CPU grouped_matmul: experts with at least this many rows take "
            "the panel kernel, others the decode (dot-product) kernel. An "
-           "op's own `moe.panel_min_rows` (i64) overrides it">
+           "op's own `moe.panel_min_rows` (i64) overrides it">,
+    Option<"planBlockTokens", "plan-block", "int64_t", /*default=*/"0",
+           "moe.dispatch_plan: tokens per block of the parallel plan "
+           "(0: 256 on CPUs, 32 with gpu). An op's own `moe.plan_block` "
+           "(i64) overrides it">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
