@@ -282,8 +282,6 @@ int main(int argc, char **argv) {
     fail("--dtype must be f32 or bf16, not '" + dtype + "'");
   if (device != "cpu" && device != "cuda")
     fail("--device must be cpu or cuda, not '" + device + "'");
-  if (onGPU() && weightType != WeightType::F32)
-    fail("--dtype " + dtype + ": --device cuda runs f32 weights only");
   if (onGPU() && !schedule.empty())
     fail("--schedule applies to --device cpu only");
   checkChipOption(chipOpt);

@@ -381,8 +381,6 @@ int main(int argc, char **argv) {
   WeightType weightType;
   if (!parseWeightType(dtype, weightType))
     fail("--dtype must be f32 or bf16, not '" + dtype + "'");
-  if (gpu && weightType != WeightType::F32)
-    fail("--dtype " + dtype + ": the nvptx target compiles f32 weights only");
   auto model = importModel(modelDir, layer);
   if (!model)
     fail(llvm::toString(model.takeError()));

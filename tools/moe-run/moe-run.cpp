@@ -483,8 +483,6 @@ int main(int argc, char **argv) {
   WeightType weightType;
   if (!parseWeightType(dtype, weightType))
     fail("--dtype must be f32 or bf16, not '" + dtype + "'");
-  if (onGPU() && weightType != WeightType::F32)
-    fail("--dtype " + dtype + ": --device cuda runs f32 weights only");
   if (onGPU() && !schedule.empty())
     fail("--schedule applies to --device cpu only");
   std::string chip = chipOpt;

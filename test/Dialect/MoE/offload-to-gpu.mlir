@@ -113,3 +113,23 @@ func.func private @__moe_gpu_grouped_matmul(memref<?x64xf32>, memref<8x256x64xf3
 
 // expected-error @below {{has an unknown moe.gpu_launcher configuration}}
 func.func private @bad_launcher(memref<4xf32>) attributes {moe.gpu_launcher = {kind = "fft"}}
+
+// -----
+
+// bf16 weights: both kernels load each weight as bf16 and widen it to f32
+// before the FMAs (the staged tiles stay f32).
+// CHECK-LABEL: func.func private @__moe_gpu_grouped_matmul_bf16
+// CHECK: gpu.launch
+// CHECK-SAME: workgroup(%{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>)
+// CHECK: memref.load %{{.*}} : memref<4x32x64xbf16>
+// CHECK-NEXT: arith.extf %{{.*}} : bf16 to f32
+// CHECK: gpu.launch
+// CHECK: memref.load %{{.*}} : memref<4x32x64xbf16>
+// CHECK-NEXT: arith.extf %{{.*}} : bf16 to f32
+// CHECK: math.fma
+func.func @caller_bf16(%x: memref<?x64xf32>, %w: memref<4x32x64xbf16>, %o: memref<5xi32>,
+                       %out: memref<?x32xf32>) {
+  call @__moe_gpu_grouped_matmul_bf16(%x, %w, %o, %out) : (memref<?x64xf32>, memref<4x32x64xbf16>, memref<5xi32>, memref<?x32xf32>) -> ()
+  return
+}
+func.func private @__moe_gpu_grouped_matmul_bf16(memref<?x64xf32>, memref<4x32x64xbf16>, memref<5xi32>, memref<?x32xf32>) attributes {moe.gpu_launcher = {epilogue = #moe.epilogue<relu>, gather = false, kind = "grouped_matmul", num_experts = 4 : i64, row_scale = false}}

@@ -2845,9 +2845,19 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                                        GroupedMatmulOp matmul, bool gpu,
                                        const CPUTarget &target) {
   if (gpu) {
-    if (!getElementTypeOrSelf(matmul.getWeight()).isF32())
-      return matmul.emitOpError("has no GPU lowering for weights of type ")
-             << getElementTypeOrSelf(matmul.getWeight()) << " yet (f32 only)";
+    // The kernels widen each weight as they load it and compute in f32
+    // (CUDA-core FMAs; no tensor cores yet), so bf16 weights halve the
+    // bytes they stream. Tokens and results stay f32.
+    Type weightType = getElementTypeOrSelf(matmul.getWeight());
+    if (!(weightType.isF32() || weightType.isBF16()) ||
+        !getElementTypeOrSelf(matmul.getInput()).isF32() ||
+        !getElementTypeOrSelf(matmul.getType()).isF32()) {
+      return matmul.emitOpError("has no GPU lowering for ")
+             << getElementTypeOrSelf(matmul.getInput()) << " tokens, "
+             << weightType << " weights and "
+             << getElementTypeOrSelf(matmul.getType())
+             << " results yet (f32 tokens and results, f32 or bf16 weights)";
+    }
     return lowerGroupedMatmulGPU(b, matmul);
   }
   // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
