@@ -75,7 +75,7 @@ func.func @plan_sequential(%i: tensor<48x1xi32>, %g: tensor<3xi32>, %s: tensor<4
 // CHECK: %[[T:.*]] = memref.dim %{{.*}} : memref<50xi64>
 // CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%[[T]]) step
 // CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%{{.*}}) step
-// CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%c8) step
+// CHECK: scf.parallel (%{{.*}}) = (%{{.*}}) to (%c8{{.*}}) step
 func.func @routes(%ids: tensor<50xi64>, %table: tensor<1000xi32>, %l: tensor<32x8xf32>) -> (tensor<50x1xi32>, tensor<32x8xi32>) {
   %hi, %hw = moe.route token_ids(%ids : tensor<50xi64>) table(%table : tensor<1000xi32>) experts 4 router <hash> -> tensor<50x1xi32>, tensor<50x1xf32>
   %ei, %ew = moe.route %l : tensor<32x8xf32> experts 8 router <expert_choice, capacity_factor = 2.0> -> tensor<32x8xi32>, tensor<32x8xf32>

@@ -204,7 +204,17 @@ public:
   }
   Value allocLike(RankedTensorType type, ValueRange dynSizes) {
     return alloc(type.getShape(), type.getElementType(), dynSizes);
+  }  /// allocLike for a matrix type whose sizes, where dynamic, are `rows`
+  /// and `cols`.
+  Value allocMatrixLike(RankedTensorType type, Value rows, Value cols) {
+    SmallVector<Value> dynSizes;
+    if (type.isDynamicDim(0))
+      dynSizes.push_back(rows);
+    if (type.isDynamicDim(1))
+      dynSizes.push_back(cols);
+    return allocLike(type, dynSizes);
   }
+
   Value load(Value memref, ValueRange ivs) {
     return memref::LoadOp::create(b, memref, ivs);
   }
@@ -438,12 +448,7 @@ Value lowerGateF32(ImplicitLocOpBuilder &b, GateOp op) {
   Value bias = op.getBias() ? toBuffer(b, op.getBias()) : Value();
   Value zero = em.idx(0), one = em.idx(1);
   Value numTokens = em.dim(x, 0), numCols = em.dim(w, 0), depth = em.dim(x, 1);
-  SmallVector<Value> dyn;
-  if (type.isDynamicDim(0))
-    dyn.push_back(numTokens);
-  if (type.isDynamicDim(1))
-    dyn.push_back(numCols);
-  Value logits = em.allocLike(type, dyn);
+  Value logits = em.allocMatrixLike(type, numTokens, numCols);
   VectorType vt = VectorType::get({kLanes}, b.getF32Type());
   Value pad = em.f32(0.0);
   auto blocksOf = [&](Value n, int64_t size) -> Value {
@@ -976,13 +981,9 @@ LogicalResult lowerRoute(ImplicitLocOpBuilder &b, RouteOp op,
   Value ids = op.getTokenIds() ? toBuffer(b, op.getTokenIds()) : Value();
   Value source = logits ? logits : ids;
   Value numTokens = em.dim(source, 0);
-  SmallVector<Value> dyn;
-  if (indicesType.isDynamicDim(0))
-    dyn.push_back(numTokens);
-  if (indicesType.isDynamicDim(1))
-    dyn.push_back(em.idx(router.getNumSlots(numExperts)));
-  Value indices = em.allocLike(indicesType, dyn);
-  Value weights = em.allocLike(weightsType, dyn);
+  Value numSlots = em.idx(router.getNumSlots(numExperts));
+  Value indices = em.allocMatrixLike(indicesType, numTokens, numSlots);
+  Value weights = em.allocMatrixLike(weightsType, numTokens, numSlots);
 
   switch (router.getKind()) {
   case RouterKind::hash:
@@ -1263,12 +1264,7 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
                                           ? ValueRange{em.mul(numTokens, slots)}
                                           : ValueRange{});
   Value offsets = em.allocLike(offsetsType, {});
-  SmallVector<Value> rowsDyn;
-  if (rowsType.isDynamicDim(0))
-    rowsDyn.push_back(numTokens);
-  if (rowsType.isDynamicDim(1))
-    rowsDyn.push_back(slots);
-  Value rows = em.allocLike(rowsType, rowsDyn);
+  Value rows = em.allocMatrixLike(rowsType, numTokens, slots);
 
   CapacityAttr capacity = op.getCapacityAttr();
   OverflowPolicy policy =
