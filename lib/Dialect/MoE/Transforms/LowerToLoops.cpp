@@ -204,7 +204,8 @@ public:
   }
   Value allocLike(RankedTensorType type, ValueRange dynSizes) {
     return alloc(type.getShape(), type.getElementType(), dynSizes);
-  }  /// allocLike for a matrix type whose sizes, where dynamic, are `rows`
+  }
+  /// allocLike for a matrix type whose sizes, where dynamic, are `rows`
   /// and `cols`.
   Value allocMatrixLike(RankedTensorType type, Value rows, Value cols) {
     SmallVector<Value> dynSizes;
@@ -214,7 +215,6 @@ public:
       dynSizes.push_back(cols);
     return allocLike(type, dynSizes);
   }
-
   Value load(Value memref, ValueRange ivs) {
     return memref::LoadOp::create(b, memref, ivs);
   }
@@ -1044,8 +1044,9 @@ Value groupCapacity(Emitter &em, CapacityAttr capacity, Value groupTokens,
 ///  1. per block, the slots it sends to each expert (`ranks[block, e]`);
 ///  2. per expert, an exclusive scan of those counts over the blocks,
 ///     which turns `ranks[block, e]` into the rank of the block's first
-///     slot among the expert's slots; the expert serves min(total, cap);
-///  3. the offsets, a sequential prefix sum over the experts;
+///     slot among the expert's slots; the expert serves min(total, cap),
+///     stored in offsets[e + 1];
+///  3. the offsets, a sequential prefix sum in place over the experts;
 ///  4. per block again, each slot's rank (the block's base plus the
 ///     slots before it in the block): ranks below the capacity are rows,
 ///     the others are dropped (-1) or passed through (-2).
@@ -1063,9 +1064,8 @@ void emitBlockedPlan(Emitter &em, Value indices, Value cap, bool passthrough,
   Value block = em.idx(blockTokens);
   Value numBlocks = arith::CeilDivUIOp::create(b, numTokens, block);
   Value ranks = em.alloc({ShapedType::kDynamic, numExperts}, i32, {numBlocks});
-  Value served = em.alloc({numExperts}, i32, {});
-  // body(t, j, e, eIndex) for the in-range slots of block `blk`, in order;
-  // `outOfRange(t, j)` for the others.
+  // body(t, j, e) (e an index) for the slots of block `blk` whose expert
+  // is in range, in order; `outOfRange(t, j)` for the others.
   auto forBlockSlots = [&](Value blk,
                            function_ref<void(Value, Value, Value)> body,
                            function_ref<void(Value, Value)> outOfRange) {
@@ -1097,12 +1097,13 @@ void emitBlockedPlan(Emitter &em, Value indices, Value cap, bool passthrough,
                             em.store(acc[0], ranks, {blk, e});
                             return {em.add(acc[0], n)};
                           })[0];
-    em.store(em.minI(total, cap), served, {e});
+    em.store(em.minI(total, cap), offsets, {em.add(e, one)});
   });
   em.store(em.i32(0), offsets, {zero});
   em.loop(zero, E, [&](Value e) {
-    Value next = em.add(em.load(offsets, {e}), em.load(served, {e}));
-    em.store(next, offsets, {em.add(e, one)});
+    Value e1 = em.add(e, one);
+    em.store(em.add(em.load(offsets, {e}), em.load(offsets, {e1})), offsets,
+             {e1});
   });
   em.fill(perm, em.i32(-1));
   parallelLoop(em, zero, numBlocks, [&](Value blk) {
@@ -1273,7 +1274,8 @@ void lowerDispatchPlan(ImplicitLocOpBuilder &b, DispatchPlanOp op,
   if (op.getGroups() || reroutes) {
     emitSequentialPlan(em, op, indices, perm, offsets, rows);
   } else {
-    Value cap = groupCapacity(em, capacity, numTokens, slots, op.getNumExperts());
+    Value cap =
+        groupCapacity(em, capacity, numTokens, slots, op.getNumExperts());
     emitBlockedPlan(em, indices, cap, policy == OverflowPolicy::passthrough,
                     op.getNumExperts(), blockTokens, perm, offsets, rows);
   }
@@ -2844,14 +2846,14 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
     // The kernels widen each weight as they load it and compute in f32
     // (CUDA-core FMAs; no tensor cores yet), so bf16 weights halve the
     // bytes they stream. Tokens and results stay f32.
+    Type tokenType = getElementTypeOrSelf(matmul.getInput());
     Type weightType = getElementTypeOrSelf(matmul.getWeight());
-    if (!(weightType.isF32() || weightType.isBF16()) ||
-        !getElementTypeOrSelf(matmul.getInput()).isF32() ||
-        !getElementTypeOrSelf(matmul.getType()).isF32()) {
+    Type resultType = getElementTypeOrSelf(matmul.getType());
+    if (!tokenType.isF32() || !resultType.isF32() ||
+        !(weightType.isF32() || weightType.isBF16())) {
       return matmul.emitOpError("has no GPU lowering for ")
-             << getElementTypeOrSelf(matmul.getInput()) << " tokens, "
-             << weightType << " weights and "
-             << getElementTypeOrSelf(matmul.getType())
+             << tokenType << " tokens, " << weightType << " weights and "
+             << resultType
              << " results yet (f32 tokens and results, f32 or bf16 weights)";
     }
     return lowerGroupedMatmulGPU(b, matmul);
@@ -2983,9 +2985,6 @@ struct MoELowerToLoopsPass
           << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
       return signalPassFailure();
     }
-    int64_t planBlock = planBlockTokens ? planBlockTokens
-                        : gpu           ? kGPUPlanBlock
-                                        : kCPUPlanBlock;
     if (columnChunks < 1 || columnChunks > INT32_MAX || panelMinRows < 1 ||
         panelMinRows > INT32_MAX) {
       emitError(root->getLoc(),
@@ -2995,6 +2994,9 @@ struct MoELowerToLoopsPass
           << " panel-min-rows=" << int64_t(panelMinRows);
       return signalPassFailure();
     }
+    int64_t planBlock = planBlockTokens ? planBlockTokens
+                        : gpu           ? kGPUPlanBlock
+                                        : kCPUPlanBlock;
     if (planBlock < 1 || planBlock > INT32_MAX) {
       emitError(root->getLoc(),
                 "plan-block must be a positive 32-bit integer (0 for the "
