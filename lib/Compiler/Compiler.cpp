@@ -471,7 +471,8 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
 llvm::Error mlir::moe::compiler::lowerToLLVMForNVPTX(ModuleOp module,
                                                      ArrayRef<LayerABI> layers,
                                                      StringRef chip,
-                                                     StringRef format) {
+                                                     StringRef format,
+                                                     bool mma) {
   registerPassesOnce();
   MLIRContext *ctx = module.getContext();
   DiagnosticCollector diagnostics(ctx);
@@ -483,7 +484,7 @@ llvm::Error mlir::moe::compiler::lowerToLLVMForNVPTX(ModuleOp module,
   PassManager pm(ctx, ModuleOp::getOperationName());
   std::string pipelineErrors;
   llvm::raw_string_ostream errors(pipelineErrors);
-  if (failed(buildMoENVPTXPipeline(pm, chip, format, toolkit, errors)))
+  if (failed(buildMoENVPTXPipeline(pm, chip, format, toolkit, mma, errors)))
     return makeError("cannot build the moe NVPTX pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
     return makeError("lowering failed:\n" + diagnostics.text);
@@ -573,9 +574,11 @@ HostCaches readHostCaches() {
   for (int index = 0; index < 16; ++index) {
     std::string dir =
         "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index);
+    // Read to the end, as a stream: sysfs gives every file a size of one
+    // page, and where a read of it is not cut short at the text's end (some
+    // sandboxes) a sized read keeps the page's trailing NULs.
     auto read = [&](StringRef name) -> std::string {
-      auto buffer = llvm::MemoryBuffer::getFile(dir + "/" + name.str(),
-                                                /*IsText=*/true);
+      auto buffer = llvm::MemoryBuffer::getFileAsStream(dir + "/" + name.str());
       return buffer ? (*buffer)->getBuffer().trim().str() : std::string();
     };
     std::string level = read("level"), type = read("type"), size = read("size");
