@@ -813,11 +813,15 @@ std::string mlir::moe::compiler::emitCHeader(ArrayRef<LayerABI> layers,
          << shapeComment(w) << (w.ctype == "uint16_t" ? ", bf16 bits" : "")
          << " */\n";
     os << "} " << abi.symbol << "_weights;\n";
-    os << "/* Elements of each NAME_weights field, in order (bf16 fields "
-          "2 bytes each, the others 4). */\n"
+    os << "/* Elements of each NAME_weights field, in order. */\n"
        << "static const int64_t " << abi.symbol << "_weight_elements[] = {";
     for (auto [i, w] : llvm::enumerate(abi.weights))
       os << (i ? ", " : "") << numElements(w);
+    os << "};\n/* Bytes of each element of those fields. */\n"
+       << "static const int64_t " << abi.symbol
+       << "_weight_element_bytes[] = {";
+    for (auto [i, w] : llvm::enumerate(abi.weights))
+      os << (i ? ", " : "") << (w.ctype == "uint16_t" ? 2 : 4);
     os << "};\n#define " << llvm::StringRef(abi.symbol).upper() << "_HIDDEN "
        << s.hidden << "\n\n";
     os << "typedef struct " << abi.symbol << "_routing {\n";

@@ -44,6 +44,17 @@ addChipOption(llvm::cl::OptionCategory &category) {
       llvm::cl::cat(category));
 }
 
+/// Registers the tools' `--mma` option (tensor-core tiles for bf16 expert
+/// weights with --device cuda) in `category`.
+inline llvm::cl::opt<bool> &addMmaOption(llvm::cl::OptionCategory &category) {
+  return *new llvm::cl::opt<bool>(
+      "mma",
+      llvm::cl::desc("With --device cuda and --dtype bf16: multiply the "
+                     "expert tiles on tensor cores (mma.sync, tokens "
+                     "rounded to bf16)"),
+      llvm::cl::init(false), llvm::cl::cat(category));
+}
+
 /// Checks `--chip` (empty, sm_80 or sm_90) without touching the driver.
 inline void checkChipOption(llvm::StringRef chip) {
   if (!chip.empty() && chip != "sm_80" && chip != "sm_90")

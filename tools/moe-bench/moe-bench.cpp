@@ -112,6 +112,7 @@ static cl::opt<std::string>
                     "(--target nvptx) and time it on CUDA device 0"),
            cl::init("cpu"), cl::cat(category));
 static cl::opt<std::string> &chipOpt = addChipOption(category);
+static cl::opt<bool> &mma = addMmaOption(category);
 
 namespace {
 
@@ -202,14 +203,15 @@ struct BenchLayer {
   double compileMs = 0;
 };
 
-BenchLayer compileForGPU(const LayerABI &abi, llvm::StringRef chip) {
+BenchLayer compileForGPU(const LayerABI &abi, llvm::StringRef chip, bool mma) {
   BenchLayer layer;
   auto start = std::chrono::steady_clock::now();
   DialectRegistry registry;
   registerCompilerDialects(registry);
   layer.context = std::make_unique<MLIRContext>(registry);
   OwningOpRef<ModuleOp> module = buildLayerModule(layer.context.get(), {abi});
-  if (llvm::Error error = lowerToLLVMForNVPTX(*module, {abi}, chip, "fatbin"))
+  if (llvm::Error error =
+          lowerToLLVMForNVPTX(*module, {abi}, chip, "fatbin", mma))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.sharedLibraries.push_back(getCUDARuntimeLibrary().str());
@@ -285,6 +287,8 @@ int main(int argc, char **argv) {
   if (onGPU() && !schedule.empty())
     fail("--schedule applies to --device cpu only");
   checkChipOption(chipOpt);
+  if (mma && !onGPU())
+    fail("--mma applies to --device cuda only");
 
   std::vector<const Preset *> presets;
   Preset custom{"custom", customHidden, customFfn, customExperts,
@@ -331,7 +335,7 @@ int main(int argc, char **argv) {
     std::string error;
     BenchLayer layer;
     if (onGPU()) {
-      layer = compileForGPU(abi, chip);
+      layer = compileForGPU(abi, chip, mma);
     } else {
       layer.cached = engine.compile(spec, &error);
       if (!layer.cached)
@@ -466,7 +470,7 @@ int main(int argc, char **argv) {
       std::string where =
           onGPU() ? "\"compiles\": 1, \"cache_hits\": 0, \"device\": \"cuda\", "
                     "\"chip\": \"" +
-                        chip + "\""
+                        chip + "\", \"mma\": " + (mma ? "true" : "false")
                   : llvm::formatv("\"compiles\": {0}, \"cache_hits\": {1}, "
                                   "\"device\": \"cpu\"",
                                   engine.compileCount(), engine.cacheHits())

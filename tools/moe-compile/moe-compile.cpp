@@ -98,6 +98,11 @@ static cl::opt<std::string> chip("chip",
                                  cl::desc("GPU architecture with --target "
                                           "nvptx: sm_80 or sm_90"),
                                  cl::init("sm_90"), cl::cat(category));
+static cl::opt<bool>
+    mma("mma",
+        cl::desc("With --target nvptx and --dtype bf16: multiply the expert "
+                 "tiles on tensor cores (mma.sync, tokens rounded to bf16)"),
+        cl::init(false), cl::cat(category));
 static cl::opt<std::string>
     emitKind("emit",
              cl::desc("obj (default): object file (and --header); with "
@@ -358,6 +363,8 @@ int main(int argc, char **argv) {
     fail("--emit " + emitKind + " needs --target nvptx");
   if (gpu && noOpenMP)
     fail("--no-openmp applies to --target cpu only");
+  if (mma && !gpu)
+    fail("--mma applies to --target nvptx only");
   if (gpu && !schedule.empty())
     fail("--schedule applies to --target cpu only");
   if (!sanitize.empty() && sanitize != "address")
@@ -399,7 +406,8 @@ int main(int argc, char **argv) {
     llvm::StringRef format = emitKind == "ptx"     ? "isa"
                              : emitKind == "cubin" ? "bin"
                                                    : "fatbin";
-    if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, format))
+    if (llvm::Error error =
+            lowerToLLVMForNVPTX(*module, abis, chip, format, mma))
       fail(llvm::toString(std::move(error)));
     if (emitKind != "obj") {
       std::string binary = check(getDeviceBinary(*module));

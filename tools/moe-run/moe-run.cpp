@@ -79,6 +79,7 @@ static cl::opt<std::string>
                     "(--target nvptx) and run them on CUDA device 0"),
            cl::init("cpu"), cl::cat(category));
 static cl::opt<std::string> &chipOpt = addChipOption(category);
+static cl::opt<bool> &mma = addMmaOption(category);
 static cl::opt<double> relTol("rtol", cl::desc("Relative tolerance"),
                               cl::init(1e-4), cl::cat(category));
 static cl::opt<double> absTol("atol", cl::desc("Absolute tolerance"),
@@ -487,6 +488,8 @@ int main(int argc, char **argv) {
     fail("--schedule applies to --device cpu only");
   std::string chip = chipOpt;
   checkChipOption(chip);
+  if (mma && !onGPU())
+    fail("--mma applies to --device cuda only");
   if (onGPU())
     chip = selectCUDAChip(chip);
 
@@ -507,7 +510,8 @@ int main(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
   auto compileStart = std::chrono::steady_clock::now();
   if (onGPU()) {
-    if (llvm::Error error = lowerToLLVMForNVPTX(*module, abis, chip, "fatbin"))
+    if (llvm::Error error =
+            lowerToLLVMForNVPTX(*module, abis, chip, "fatbin", mma))
       fail(llvm::toString(std::move(error)));
   } else if (llvm::Error error =
                  lowerToLLVM(*module, abis,

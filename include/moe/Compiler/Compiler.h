@@ -85,10 +85,12 @@ llvm::Expected<CPUFeatures> getCPUFeatures(llvm::StringRef targetCPU);
 /// (weights, batch arrays, outputs) is a device pointer; the batch struct
 /// itself is host memory. The code calls the mgpu* functions of
 /// libmoe_cuda_runtime (getCUDARuntimeLibrary); an entry returns
-/// StatusDeviceError when a CUDA operation of the call failed.
+/// StatusDeviceError when a CUDA operation of the call failed. `mma`
+/// multiplies bf16 expert weights on tensor cores (getMoENVPTXPipeline).
 llvm::Error lowerToLLVMForNVPTX(ModuleOp module,
                                 llvm::ArrayRef<LayerABI> layers,
-                                llvm::StringRef chip, llvm::StringRef format);
+                                llvm::StringRef chip, llvm::StringRef format,
+                                bool mma = false);
 
 /// The device code of a module lowered by lowerToLLVMForNVPTX: PTX text
 /// for format isa, the cubin or fatbin bytes otherwise.

@@ -9,7 +9,9 @@
  * Prints "layer L: PASS (T tokens)", the first mismatch, or "SKIP" with
  * exit status 77 when no CUDA device can be used. With timed-calls, also
  * the median time of that many calls; with --expect-no-device and no
- * device, checks that the entry fails with MOE_ERROR_DEVICE. */
+ * device, checks that the entry fails with MOE_ERROR_DEVICE. An output
+ * matches when |y - want| <= MOE_ATOL + MOE_RTOL * |want| (f32 defaults;
+ * gpu-golden.sh --dtype bf16 passes bf16 ones). */
 #define _POSIX_C_SOURCE 199309L
 #include "layers.h"
 #include "moe/Runtime/moe_cuda.h"
@@ -20,6 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#ifndef MOE_RTOL
+#define MOE_RTOL 1e-4f
+#endif
+#ifndef MOE_ATOL
+#define MOE_ATOL 1e-5f
+#endif
 
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
@@ -106,7 +115,8 @@ int main(int argc, char **argv) {
   const void **dst = (const void **)&device;
   size_t fields = sizeof(CAT(MOE_LAYER, _weight_elements)) / sizeof(int64_t);
   for (size_t i = 0; i < fields; ++i)
-    dst[i] = upload(src[i], CAT(MOE_LAYER, _weight_elements)[i] * 4);
+    dst[i] = upload(src[i], CAT(MOE_LAYER, _weight_elements)[i] *
+                                CAT(MOE_LAYER, _weight_element_bytes)[i]);
   float *dy = moe_cuda_malloc(out.bytes);
 
   int32_t status = MOE_LAYER(&device, &batch, dy);
@@ -122,7 +132,7 @@ int main(int argc, char **argv) {
   }
   size_t n = out.bytes / sizeof(float);
   for (size_t i = 0; i < n; ++i) {
-    if (!(fabsf(y[i] - want[i]) <= 1e-5f + 1e-4f * fabsf(want[i]))) {
+    if (!(fabsf(y[i] - want[i]) <= MOE_ATOL + MOE_RTOL * fabsf(want[i]))) {
       printf("layer %d: FAIL at %zu: %g vs %g\n", MOE_LAYER_INDEX, i, y[i],
              want[i]);
       return 1;

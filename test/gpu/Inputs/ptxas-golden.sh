@@ -2,7 +2,8 @@
 # Compiles every golden model to PTX for CHIP and assembles it with ptxas
 # -v; prints one line per case: its kernels, the most registers one uses,
 # and the spill bytes summed over all kernels. DTYPE (f32 by default) is
-# the expert weights' type; CASE... limits it to those golden cases.
+# the expert weights' type; CASE... limits it to those golden cases;
+# MOE_COMPILE_FLAGS (split on spaces) are passed to moe-compile as well.
 #   ptxas-golden.sh MOE_COMPILE PTXAS GOLDEN_DIR CHIP WORK_DIR [DTYPE [CASE...]]
 set -euo pipefail
 compile=$1 ptxas=$2 golden=$3 chip=$4 work=$5 dtype=${6:-f32}
@@ -16,7 +17,7 @@ fi
 for dir in "${dirs[@]}"; do
   name=$(basename "$dir")
   "$compile" --model "$dir" --target nvptx --chip "$chip" --emit ptx \
-    --dtype "$dtype" -o "$work/$name.$chip.ptx"
+    --dtype "$dtype" ${MOE_COMPILE_FLAGS:-} -o "$work/$name.$chip.ptx"
   "$ptxas" -arch="$chip" -v "$work/$name.$chip.ptx" \
     -o "$work/$name.$chip.cubin" 2> "$work/$name.$chip.log"
   awk -v name="$name" -v chip="$chip" '

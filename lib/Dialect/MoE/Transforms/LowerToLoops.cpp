@@ -34,6 +34,8 @@
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -566,7 +568,8 @@ Value lowerGateGeneric(ImplicitLocOpBuilder &b, GateOp op) {
   return logits;
 }
 
-Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op);
+Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
+                            bool mma);
 
 /// The gate on GPUs: the grouped-matmul kernels with one expert holding
 /// every token (the decode kernel streams the router weights once for a
@@ -589,7 +592,7 @@ Value lowerGateGPU(ImplicitLocOpBuilder &b, GateOp op) {
   auto matmul = GroupedMatmulOp::create(b, matmulType, op.getInput(), w3,
                                         offsets, /*gather=*/Value(),
                                         /*row_scale=*/Value(), Epilogue::none);
-  Value logits = lowerGroupedMatmulGPU(b, matmul);
+  Value logits = lowerGroupedMatmulGPU(b, matmul, /*mma=*/false);
   matmul.erase();
   if (Value bias = op.getBias()) {
     SmallVector<OpFoldResult> sizes = {
@@ -2189,7 +2192,9 @@ Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 //     (rows read through the gather map) and the weight tile (gate and, for
 //     silu_glu, up rows read in place from the [E, N, K] weights) in
 //     workgroup memory, then each thread accumulates a 4 x 4 register tile
-//     (two for silu_glu) in f32;
+//     (two for silu_glu) in f32; with `mma` (bf16 weights), 32-deep steps
+//     of packed bf16 words feed tensor-core mma.sync instead
+//     (emitMmaTile);
 //   * the epilogue (activation, row scale) runs on the registers.
 //
 // Expert ranges are made disjoint in expert order (lo_e = max(offsets[e],
@@ -2200,6 +2205,11 @@ constexpr llvm::StringLiteral kGpuLauncherAttr = "moe.gpu_launcher";
 constexpr int64_t kGpuDecodeRows = 8;
 constexpr int64_t kGpuTile = 64, kGpuDepth = 16, kGpuThreads = 256,
                   kGpuMicro = 4, kGpuPad = 1;
+/// The tensor-core form's steps: 32 deep, staged as 16 words of two bf16
+/// values per tile row, rows padded to 20 words so that the fragment reads
+/// of a warp (rows g and words q for g < 8, q < 4) hit 32 distinct banks.
+constexpr int64_t kMmaDepth = 32, kMmaWords = kMmaDepth / 2,
+                  kMmaStride = kMmaWords + 4;
 
 /// Declares a private launcher function of `module` taking `args` (named
 /// after `base`, uniqued) whose `moe.gpu_launcher` dictionary `config`
@@ -2216,7 +2226,8 @@ func::FuncOp declareLauncher(ModuleOp module, Location loc, StringRef base,
   return fn;
 }
 
-Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
+Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
+                            bool mma) {
   Emitter outer(b);
   auto resultType = cast<RankedTensorType>(op.getType());
   GroupedMatmulOperands o = getGroupedMatmulOperands(outer, op);
@@ -2233,11 +2244,276 @@ Value lowerGroupedMatmulGPU(ImplicitLocOpBuilder &b, GroupedMatmulOp op) {
       b.getNamedAttr("num_experts", b.getI64IntegerAttr(op.getNumExperts())),
       b.getNamedAttr("gather", b.getBoolAttr(bool(o.gather))),
       b.getNamedAttr("row_scale", b.getBoolAttr(bool(o.rowScale)))};
+  // Tensor cores take bf16 weights (f32 weights keep the CUDA-core form).
+  if (mma && getElementTypeOrSelf(op.getWeight()).isBF16())
+    config.push_back(b.getNamedAttr("mma", b.getBoolAttr(true)));
   func::FuncOp fn = declareLauncher(op->getParentOfType<ModuleOp>(), b.getLoc(),
                                     "__moe_gpu_grouped_matmul", args,
                                     DictionaryAttr::get(ctx, config));
   func::CallOp::create(b, fn, args);
   return toTensor(b, o.out, resultType);
+}
+
+/// What both forms of the tiled kernel work on: the launcher's buffers, the
+/// block's expert, rows [rowStart, rowEnd) and first column, and sizes.
+struct GpuTile {
+  Value x, w, gather, rowScale, out;
+  Value expert, rowStart, rowEnd, col0;
+  Value width, depth, inputRows, tid;
+  Epilogue epilogue;
+};
+
+/// Stores output element (row, col) from its accumulators `values` (gate
+/// then up for silu_glu) through the epilogue, when it lies inside the
+/// tile's rows and the output's columns.
+void storeTileElement(Emitter &k, const GpuTile &t, Value row, Value col,
+                      ArrayRef<Value> values) {
+  k.ifThen(k.andI(k.lt(row, t.rowEnd), k.lt(col, t.width)), [&] {
+    Value scale =
+        t.epilogue == Epilogue::scale ? k.loadF(t.rowScale, {row}) : Value();
+    k.storeF(tileEpilogue(k, t.epilogue, values, scale).front(), t.out,
+             {row, col});
+  });
+}
+
+/// The CUDA-core tile (f32 or widened bf16 weights): 16-deep steps staged
+/// as f32 [depth][row] tiles; each thread accumulates a 4 x 4 register tile
+/// (two for silu_glu) with FMAs.
+void emitSimtTile(Emitter &k, const GpuTile &t, ValueRange tiles) {
+  ImplicitLocOpBuilder &fb = k.b;
+  bool glu = t.epilogue == Epilogue::silu_glu;
+  Value aTile = tiles[0], gTile = tiles[1];
+  Value uTile = glu ? Value(tiles[2]) : Value();
+  Value zero = k.idx(0), one = k.idx(1), tid = t.tid;
+  Value ty = arith::DivUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
+  Value tx = arith::RemUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
+  int64_t numAcc = kGpuMicro * kGpuMicro * (glu ? 2 : 1);
+  SmallVector<Value> inits(numAcc, k.f32(0.0));
+  Value depthStep = k.idx(kGpuDepth);
+  auto forOp = scf::ForOp::create(fb, zero, t.depth, depthStep, inits);
+  {
+    OpBuilder::InsertionGuard loopGuard(fb);
+    fb.setInsertionPointToStart(forOp.getBody());
+    Value k0 = forOp.getInductionVar();
+    // Stage the tiles: element i = tid + j * threads is (row or column
+    // i / 16, depth i % 16).
+    for (int64_t j = 0; j < kGpuTile * kGpuDepth / kGpuThreads; ++j) {
+      Value i = k.add(tid, k.idx(j * kGpuThreads));
+      Value r = arith::DivUIOp::create(fb, i, depthStep);
+      Value kk = arith::RemUIOp::create(fb, i, depthStep);
+      Value kIdx = k.add(k0, kk);
+      Value kIn = k.lt(kIdx, t.depth);
+      Value row = k.add(t.rowStart, r);
+      Value valid = k.andI(k.lt(row, t.rowEnd), kIn);
+      Value a = k.ifValue(
+          fb.getF32Type(), valid,
+          [&]() -> Value {
+            if (!t.gather)
+              return k.loadF(t.x, {row, kIdx});
+            Value src = k.load(t.gather, {row});
+            Value srcOk = k.inRange(src, zero, t.inputRows);
+            Value s = k.clampIndex(src, zero, k.sub(t.inputRows, one));
+            return k.select(srcOk, k.loadF(t.x, {s, kIdx}), k.f32(0.0));
+          },
+          [&] { return k.f32(0.0); });
+      k.store(a, aTile, {kk, r});
+      Value col = k.add(t.col0, r);
+      Value colOk = k.andI(k.lt(col, t.width), kIn);
+      Value g = k.ifValue(
+          fb.getF32Type(), colOk,
+          [&] {
+            return k.loadF(t.w, {t.expert, col, kIdx});
+          },
+          [&] { return k.f32(0.0); });
+      k.store(g, gTile, {kk, r});
+      if (glu) {
+        Value u = k.ifValue(
+            fb.getF32Type(), colOk,
+            [&] {
+              return k.loadF(t.w, {t.expert, k.add(col, t.width), kIdx});
+            },
+            [&] { return k.f32(0.0); });
+        k.store(u, uTile, {kk, r});
+      }
+    }
+    gpu::BarrierOp::create(fb);
+    SmallVector<Value> acc(forOp.getRegionIterArgs().begin(),
+                           forOp.getRegionIterArgs().end());
+    Value rowBase = k.mul(ty, k.idx(kGpuMicro));
+    Value colBase = k.mul(tx, k.idx(kGpuMicro));
+    for (int64_t kk = 0; kk < kGpuDepth; ++kk) {
+      Value kkIdx = k.idx(kk);
+      SmallVector<Value> a, g, u;
+      for (int64_t m = 0; m < kGpuMicro; ++m)
+        a.push_back(k.load(aTile, {kkIdx, k.add(rowBase, k.idx(m))}));
+      for (int64_t n = 0; n < kGpuMicro; ++n) {
+        Value cn = k.add(colBase, k.idx(n));
+        g.push_back(k.load(gTile, {kkIdx, cn}));
+        if (glu)
+          u.push_back(k.load(uTile, {kkIdx, cn}));
+      }
+      for (int64_t m = 0; m < kGpuMicro; ++m)
+        for (int64_t n = 0; n < kGpuMicro; ++n) {
+          int64_t q = m * kGpuMicro + n;
+          acc[q] = math::FmaOp::create(fb, a[m], g[n], acc[q]);
+          if (glu)
+            acc[q + kGpuMicro * kGpuMicro] = math::FmaOp::create(
+                fb, a[m], u[n], acc[q + kGpuMicro * kGpuMicro]);
+        }
+    }
+    gpu::BarrierOp::create(fb);
+    scf::YieldOp::create(fb, acc);
+  }
+  // Epilogue on the registers.
+  for (int64_t m = 0; m < kGpuMicro; ++m) {
+    Value row = k.add(t.rowStart, k.add(k.mul(ty, k.idx(kGpuMicro)), k.idx(m)));
+    for (int64_t n = 0; n < kGpuMicro; ++n) {
+      Value col = k.add(t.col0, k.add(k.mul(tx, k.idx(kGpuMicro)), k.idx(n)));
+      int64_t q = m * kGpuMicro + n;
+      SmallVector<Value> values = {forOp.getResult(q)};
+      if (glu)
+        values.push_back(forOp.getResult(q + kGpuMicro * kGpuMicro));
+      storeTileElement(k, t, row, col, values);
+    }
+  }
+}
+
+/// The tensor-core tile (bf16 weights; see docs/gpu.md): 32-deep steps
+/// staged as words of two bf16 values, tokens rounded to bf16 as they are
+/// staged; warp w computes rows 32 * (w / 4) .. + 32 and columns
+/// 16 * (w % 4) .. + 16 of the tile as 2 x 2 mma.sync.m16n8k16 tiles (two
+/// sets for silu_glu), accumulating in f32.
+void emitMmaTile(Emitter &k, const GpuTile &t, ValueRange tiles) {
+  ImplicitLocOpBuilder &fb = k.b;
+  MLIRContext *ctx = fb.getContext();
+  bool glu = t.epilogue == Epilogue::silu_glu;
+  Type i16 = fb.getI16Type(), i32 = fb.getI32Type(), f32 = fb.getF32Type();
+  Type bf16 = fb.getBF16Type();
+  Value zero = k.idx(0), one = k.idx(1), tid = t.tid;
+  auto div = [&](Value v, int64_t d) -> Value {
+    return arith::DivUIOp::create(fb, v, k.idx(d));
+  };
+  auto rem = [&](Value v, int64_t d) -> Value {
+    return arith::RemUIOp::create(fb, v, k.idx(d));
+  };
+  // Fragment coordinates (PTX ISA, mma.m16n8k16): lane = 4 * group + quad.
+  Value lane = rem(tid, 32), warp = div(tid, 32);
+  Value group = div(lane, 4), quad = rem(lane, 4);
+  Value warpRow = k.mul(div(warp, 4), k.idx(32));
+  Value warpCol = k.mul(rem(warp, 4), k.idx(16));
+  // A word of two bf16 values, the lower k in the low half.
+  auto pack = [&](Value lo, Value hi) -> Value {
+    auto bits = [&](Value v) -> Value {
+      return arith::ExtUIOp::create(fb, i32,
+                                    arith::BitcastOp::create(fb, i16, v));
+    };
+    return k.orI(bits(lo), arith::ShLIOp::create(fb, bits(hi), k.i32(16)));
+  };
+  // Loads are clamped into their buffers and their values selected, so the
+  // staging has no branches.
+  Value lastK = k.sub(t.depth, one), lastCol = k.sub(t.width, one);
+  Value lastRow = k.sub(t.rowEnd, one);
+  Value bf16Zero = arith::ConstantOp::create(fb, fb.getZeroAttr(bf16));
+  int64_t sets = glu ? 2 : 1, fragments = 2 * 2;
+  SmallVector<Value> inits(sets * fragments * 4, k.f32(0.0));
+  auto forOp = scf::ForOp::create(fb, zero, t.depth, k.idx(kMmaDepth), inits);
+  {
+    OpBuilder::InsertionGuard loopGuard(fb);
+    fb.setInsertionPointToStart(forOp.getBody());
+    Value k0 = forOp.getInductionVar();
+    // Stage the tiles: word i = tid + j * threads is (row or column
+    // i / 16, depth 2 * (i % 16) and the next).
+    for (int64_t j = 0; j < kGpuTile * kMmaWords / kGpuThreads; ++j) {
+      Value i = k.add(tid, k.idx(j * kGpuThreads));
+      Value r = div(i, kMmaWords), kw = rem(i, kMmaWords);
+      Value kLo = k.add(k0, k.mul(kw, k.idx(2))), kHi = k.add(kLo, one);
+      Value loOk = k.lt(kLo, t.depth), hiOk = k.lt(kHi, t.depth);
+      kLo = k.minI(kLo, lastK);
+      kHi = k.minI(kHi, lastK);
+      Value row = k.add(t.rowStart, r);
+      Value rowOk = k.lt(row, t.rowEnd);
+      Value src = k.minI(row, lastRow);
+      if (t.gather) {
+        Value g = k.load(t.gather, {src});
+        rowOk = k.andI(rowOk, k.inRange(g, zero, t.inputRows));
+        src = k.clampIndex(g, zero, k.sub(t.inputRows, one));
+      }
+      auto token = [&](Value kk, Value ok) -> Value {
+        Value v =
+            k.select(k.andI(rowOk, ok), k.loadF(t.x, {src, kk}), k.f32(0.0));
+        return arith::TruncFOp::create(fb, bf16, v);
+      };
+      k.store(pack(token(kLo, loOk), token(kHi, hiOk)), tiles[0], {r, kw});
+      Value col = k.add(t.col0, r);
+      Value colOk = k.lt(col, t.width);
+      Value wRow = k.minI(col, lastCol);
+      for (int64_t set = 0; set < sets; ++set) {
+        auto weight = [&](Value kk, Value ok) -> Value {
+          return k.select(k.andI(colOk, ok), k.load(t.w, {t.expert, wRow, kk}),
+                          bf16Zero);
+        };
+        k.store(pack(weight(kLo, loOk), weight(kHi, hiOk)), tiles[1 + set],
+                {r, kw});
+        wRow = k.add(wRow, t.width);
+      }
+    }
+    gpu::BarrierOp::create(fb);
+    SmallVector<Value> acc(forOp.getRegionIterArgs().begin(),
+                           forOp.getRegionIterArgs().end());
+    auto resultType =
+        LLVM::LLVMStructType::getLiteral(ctx, SmallVector<Type>(4, f32));
+    for (int64_t step = 0; step < kMmaDepth / 16; ++step) {
+      Value w0 = k.add(quad, k.idx(8 * step)), w1 = k.add(w0, k.idx(4));
+      // A fragments: (group, k 2q..), (group + 8, 2q..), (group, 2q + 8..),
+      // (group + 8, 2q + 8..) of each 16-row m tile.
+      SmallVector<SmallVector<Value>> a;
+      for (int64_t m = 0; m < 2; ++m) {
+        Value r0 = k.add(warpRow, k.add(group, k.idx(16 * m)));
+        Value r1 = k.add(r0, k.idx(8));
+        a.push_back({k.load(tiles[0], {r0, w0}), k.load(tiles[0], {r1, w0}),
+                     k.load(tiles[0], {r0, w1}), k.load(tiles[0], {r1, w1})});
+      }
+      for (int64_t set = 0; set < sets; ++set)
+        for (int64_t n = 0; n < 2; ++n) {
+          // B fragment: column `group` of the 8-column n tile, k 2q.. and
+          // 2q + 8.. (the weights' [column][k] rows are its col layout).
+          Value c = k.add(warpCol, k.add(group, k.idx(8 * n)));
+          SmallVector<Value> bFrag = {k.load(tiles[1 + set], {c, w0}),
+                                      k.load(tiles[1 + set], {c, w1})};
+          for (int64_t m = 0; m < 2; ++m) {
+            int64_t q = ((set * 2 + m) * 2 + n) * 4;
+            ArrayRef<Value> cFrag = ArrayRef<Value>(acc).slice(q, 4);
+            Value d = NVVM::MmaOp::create(
+                fb, resultType, a[m], bFrag, cFrag,
+                ArrayRef<int64_t>{16, 8, 16}, std::nullopt, std::nullopt,
+                std::array<NVVM::MMATypes, 2>{NVVM::MMATypes::bf16,
+                                              NVVM::MMATypes::bf16},
+                std::array<NVVM::MMALayout, 2>{NVVM::MMALayout::row,
+                                               NVVM::MMALayout::col});
+            for (int64_t e = 0; e < 4; ++e)
+              acc[q + e] = LLVM::ExtractValueOp::create(fb, d, e);
+          }
+        }
+    }
+    gpu::BarrierOp::create(fb);
+    scf::YieldOp::create(fb, acc);
+  }
+  // Epilogue on the registers: element e of a C fragment is (group +
+  // 8 * (e / 2), 2 * quad + e % 2) of its 16 x 8 tile.
+  for (int64_t m = 0; m < 2; ++m)
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t e = 0; e < 4; ++e) {
+        Value row =
+            k.add(t.rowStart,
+                  k.add(warpRow, k.add(group, k.idx(16 * m + 8 * (e / 2)))));
+        Value col = k.add(t.col0, k.add(warpCol, k.add(k.mul(quad, k.idx(2)),
+                                                       k.idx(8 * n + e % 2))));
+        int64_t q = (m * 2 + n) * 4 + e;
+        SmallVector<Value> values = {forOp.getResult(q)};
+        if (glu)
+          values.push_back(forOp.getResult(q + fragments * 4));
+        storeTileElement(k, t, row, col, values);
+      }
 }
 
 /// The body of a grouped_matmul launcher (see above).
@@ -2247,6 +2523,8 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   bool hasGather = config.getAs<BoolAttr>("gather").getValue();
   bool hasRowScale = config.getAs<BoolAttr>("row_scale").getValue();
   int64_t numExperts = config.getAs<IntegerAttr>("num_experts").getInt();
+  auto mmaAttr = config.getAs<BoolAttr>("mma");
+  bool mma = mmaAttr && mmaAttr.getValue();
   Block *entry = fn.addEntryBlock();
   OpBuilder eb(fn.getContext());
   eb.setInsertionPointToEnd(entry);
@@ -2276,8 +2554,10 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   {
     MLIRContext *ctx = fb.getContext();
     auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
-    auto tileType = MemRefType::get({kGpuDepth, kGpuTile + kGpuPad},
-                                    fb.getF32Type(), AffineMap(), wg);
+    auto tileType = mma ? MemRefType::get({kGpuTile, kMmaStride},
+                                          fb.getI32Type(), AffineMap(), wg)
+                        : MemRefType::get({kGpuDepth, kGpuTile + kGpuPad},
+                                          fb.getF32Type(), AffineMap(), wg);
     SmallVector<Type> attributions(glu ? 3 : 2, tileType);
     auto launch = gpu::LaunchOp::create(
         fb, colTiles, rowTiles, one, em.idx(kGpuThreads), one, one,
@@ -2288,11 +2568,7 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
     auto terminator = gpu::TerminatorOp::create(fb);
     fb.setInsertionPoint(terminator);
     Emitter k(fb);
-    auto tiles = launch.getWorkgroupAttributions();
-    Value aTile = tiles[0], gTile = tiles[1];
-    Value uTile = glu ? Value(tiles[2]) : Value();
     Value bx = launch.getBlockIds().x, by = launch.getBlockIds().y;
-    Value tid = launch.getThreadIds().x;
 
     // The expert and row range of row tile `by`.
     SmallVector<Value> found = k.loop(
@@ -2311,106 +2587,20 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
           return {k.select(inside, e, c[0]), k.select(inside, start, c[1]),
                   k.select(inside, hi, c[2]), k.add(base, n), hi};
         });
-    Value expert = found[0], rowStart = found[1], rowEnd = found[2];
-    k.ifThen(k.ge(expert, zero), [&] {
-      Value ty = arith::DivUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
-      Value tx = arith::RemUIOp::create(fb, tid, k.idx(kGpuTile / kGpuMicro));
-      Value c0 = k.mul(bx, tile);
-      int64_t numAcc = kGpuMicro * kGpuMicro * (glu ? 2 : 1);
-      SmallVector<Value> inits(numAcc, k.f32(0.0));
-      Value depthStep = k.idx(kGpuDepth);
-      auto forOp = scf::ForOp::create(fb, zero, depth, depthStep, inits);
-      {
-        OpBuilder::InsertionGuard loopGuard(fb);
-        fb.setInsertionPointToStart(forOp.getBody());
-        Value k0 = forOp.getInductionVar();
-        // Stage the tiles: element i = tid + j * threads is (row or column
-        // i / 16, depth i % 16).
-        for (int64_t j = 0; j < kGpuTile * kGpuDepth / kGpuThreads; ++j) {
-          Value i = k.add(tid, k.idx(j * kGpuThreads));
-          Value r = arith::DivUIOp::create(fb, i, depthStep);
-          Value kk = arith::RemUIOp::create(fb, i, depthStep);
-          Value kIdx = k.add(k0, kk);
-          Value kIn = k.lt(kIdx, depth);
-          Value row = k.add(rowStart, r);
-          Value valid = k.andI(k.lt(row, rowEnd), kIn);
-          Value a = k.ifValue(
-              fb.getF32Type(), valid,
-              [&]() -> Value {
-                if (!gather)
-                  return k.loadF(x, {row, kIdx});
-                Value src = k.load(gather, {row});
-                Value srcOk = k.inRange(src, zero, inputRows);
-                Value s = k.clampIndex(src, zero, k.sub(inputRows, one));
-                return k.select(srcOk, k.loadF(x, {s, kIdx}), k.f32(0.0));
-              },
-              [&] { return k.f32(0.0); });
-          k.store(a, aTile, {kk, r});
-          Value col = k.add(c0, r);
-          Value colOk = k.andI(k.lt(col, width), kIn);
-          Value g = k.ifValue(
-              fb.getF32Type(), colOk,
-              [&] {
-                return k.loadF(w, {expert, col, kIdx});
-              },
-              [&] { return k.f32(0.0); });
-          k.store(g, gTile, {kk, r});
-          if (glu) {
-            Value u = k.ifValue(
-                fb.getF32Type(), colOk,
-                [&] {
-                  return k.loadF(w, {expert, k.add(col, width), kIdx});
-                },
-                [&] { return k.f32(0.0); });
-            k.store(u, uTile, {kk, r});
-          }
-        }
-        gpu::BarrierOp::create(fb);
-        SmallVector<Value> acc(forOp.getRegionIterArgs().begin(),
-                               forOp.getRegionIterArgs().end());
-        Value rowBase = k.mul(ty, k.idx(kGpuMicro));
-        Value colBase = k.mul(tx, k.idx(kGpuMicro));
-        for (int64_t kk = 0; kk < kGpuDepth; ++kk) {
-          Value kkIdx = k.idx(kk);
-          SmallVector<Value> a, g, u;
-          for (int64_t m = 0; m < kGpuMicro; ++m)
-            a.push_back(k.load(aTile, {kkIdx, k.add(rowBase, k.idx(m))}));
-          for (int64_t n = 0; n < kGpuMicro; ++n) {
-            Value cn = k.add(colBase, k.idx(n));
-            g.push_back(k.load(gTile, {kkIdx, cn}));
-            if (glu)
-              u.push_back(k.load(uTile, {kkIdx, cn}));
-          }
-          for (int64_t m = 0; m < kGpuMicro; ++m)
-            for (int64_t n = 0; n < kGpuMicro; ++n) {
-              int64_t q = m * kGpuMicro + n;
-              acc[q] = math::FmaOp::create(fb, a[m], g[n], acc[q]);
-              if (glu)
-                acc[q + kGpuMicro * kGpuMicro] = math::FmaOp::create(
-                    fb, a[m], u[n], acc[q + kGpuMicro * kGpuMicro]);
-            }
-        }
-        gpu::BarrierOp::create(fb);
-        scf::YieldOp::create(fb, acc);
-      }
-      // Epilogue on the registers.
-      for (int64_t m = 0; m < kGpuMicro; ++m) {
-        Value row =
-            k.add(rowStart, k.add(k.mul(ty, k.idx(kGpuMicro)), k.idx(m)));
-        for (int64_t n = 0; n < kGpuMicro; ++n) {
-          Value col = k.add(c0, k.add(k.mul(tx, k.idx(kGpuMicro)), k.idx(n)));
-          int64_t q = m * kGpuMicro + n;
-          k.ifThen(k.andI(k.lt(row, rowEnd), k.lt(col, width)), [&] {
-            SmallVector<Value> values = {forOp.getResult(q)};
-            if (glu)
-              values.push_back(forOp.getResult(q + kGpuMicro * kGpuMicro));
-            Value scale = epilogue == Epilogue::scale ? k.loadF(rowScale, {row})
-                                                      : Value();
-            k.storeF(tileEpilogue(k, epilogue, values, scale).front(), out,
-                     {row, col});
-          });
-        }
-      }
+    GpuTile t{x, w, gather, rowScale, out, /*expert=*/found[0],
+              /*rowStart=*/found[1], /*rowEnd=*/found[2],
+              /*col0=*/k.mul(bx, tile), width, depth, inputRows,
+              /*tid=*/launch.getThreadIds().x, epilogue};
+    // The tensor-core form reads clamped indices unconditionally: it needs
+    // a column, and an input row for gathers to point at.
+    Value work = k.ge(t.expert, zero);
+    if (mma)
+      work = k.andI(work, k.andI(k.gt(width, zero), k.gt(inputRows, zero)));
+    k.ifThen(work, [&] {
+      if (mma)
+        emitMmaTile(k, t, launch.getWorkgroupAttributions());
+      else
+        emitSimtTile(k, t, launch.getWorkgroupAttributions());
     });
   }
 
@@ -2841,11 +3031,13 @@ FailureOr<int64_t> getPositiveAttr(Operation *op, StringRef name,
 /// checked here.
 FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                                        GroupedMatmulOp matmul, bool gpu,
-                                       const CPUTarget &target) {
+                                       bool mma, const CPUTarget &target) {
   if (gpu) {
     // The kernels widen each weight as they load it and compute in f32
-    // (CUDA-core FMAs; no tensor cores yet), so bf16 weights halve the
-    // bytes they stream. Tokens and results stay f32.
+    // with CUDA-core FMAs, so bf16 weights halve the bytes they stream;
+    // with `mma`, the tiled kernel multiplies bf16 weights by tokens
+    // rounded to bf16 on tensor cores instead. Tokens and results stay
+    // f32.
     Type tokenType = getElementTypeOrSelf(matmul.getInput());
     Type weightType = getElementTypeOrSelf(matmul.getWeight());
     Type resultType = getElementTypeOrSelf(matmul.getType());
@@ -2856,7 +3048,7 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
              << resultType
              << " results yet (f32 tokens and results, f32 or bf16 weights)";
     }
-    return lowerGroupedMatmulGPU(b, matmul);
+    return lowerGroupedMatmulGPU(b, matmul, mma);
   }
   // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
   // overrides the pass's tile for this op.
@@ -2915,7 +3107,7 @@ Value lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu) {
 }
 
 LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
-                       const CPUTarget &target, int64_t planBlock) {
+                       bool mma, const CPUTarget &target, int64_t planBlock) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
@@ -2933,7 +3125,7 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
       })
       .Case([&](GroupedMatmulOp matmul) {
         FailureOr<Value> lowered =
-            lowerGroupedMatmulFor(b, matmul, gpu, target);
+            lowerGroupedMatmulFor(b, matmul, gpu, mma, target);
         if (failed(lowered))
           status = failure();
         else
@@ -3011,7 +3203,7 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op, gpu, target, planBlock)))
+      if (failed(lowerOne(rewriter, op, gpu, gpuMma, target, planBlock)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -3022,7 +3214,7 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op, gpu, target, planBlock)))
+      if (failed(lowerOne(rewriter, op, gpu, gpuMma, target, planBlock)))
         return signalPassFailure();
     }
   }

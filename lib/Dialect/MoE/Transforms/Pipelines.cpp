@@ -87,16 +87,16 @@ std::string mlir::moe::findCUDAToolkit() {
 
 std::string mlir::moe::getMoENVPTXPipeline(llvm::StringRef chip,
                                            llvm::StringRef format,
-                                           llvm::StringRef toolkit) {
+                                           llvm::StringRef toolkit, bool mma) {
   // After offloading, the steps of upstream's gpu-lower-to-nvvm-pipeline,
   // spelled out to pass the toolkit to gpu-module-to-binary. PTX 8.0 is the
   // lowest version every supported chip accepts (LLVM's default, 6.0,
   // aborts for sm_90). Host code reaches the device through the mgpu*
   // runtime functions (runtime/cuda).
-  return std::string("moe-expand-layer,"
-                     "moe-lower-to-loops{gpu},"
-                     "canonicalize,cse,") +
-         kBufferize +
+  return std::string("moe-expand-layer,") +
+         (mma ? "moe-lower-to-loops{gpu gpu-mma},"
+              : "moe-lower-to-loops{gpu},") +
+         "canonicalize,cse," + kBufferize +
          "convert-linalg-to-parallel-loops,"
          "canonicalize,"
          "moe-offload-to-gpu,"
@@ -126,11 +126,9 @@ std::string mlir::moe::getMoENVPTXPipeline(llvm::StringRef chip,
          "reconcile-unrealized-casts";
 }
 
-LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
-                                               llvm::StringRef chip,
-                                               llvm::StringRef format,
-                                               llvm::StringRef toolkit,
-                                               llvm::raw_ostream &errors) {
+LogicalResult mlir::moe::buildMoENVPTXPipeline(
+    OpPassManager &pm, llvm::StringRef chip, llvm::StringRef format,
+    llvm::StringRef toolkit, bool mma, llvm::raw_ostream &errors) {
   if (chip != "sm_80" && chip != "sm_90")
     return errors << "moe-nvptx-pipeline: chip must be sm_80 or sm_90, not '"
                   << chip << "'\n",
@@ -140,7 +138,7 @@ LogicalResult mlir::moe::buildMoENVPTXPipeline(OpPassManager &pm,
                      "fatbin, not '"
                   << format << "'\n",
            failure();
-  return parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit), pm,
+  return parsePassPipeline(getMoENVPTXPipeline(chip, format, toolkit, mma), pm,
                            errors);
 }
 
@@ -179,6 +177,11 @@ struct NVPTXPipelineOptions : public PassPipelineOptions<NVPTXPipelineOptions> {
       *this, "toolkit",
       llvm::cl::desc("CUDA toolkit directory (ptxas, nvvm/libdevice); "
                      "default: moe::findCUDAToolkit()")};
+  Option<bool> mma{
+      *this, "mma",
+      llvm::cl::desc("Tensor-core (mma.sync) tiles for bf16 expert weights; "
+                     "see --moe-lower-to-loops=gpu-mma"),
+      llvm::cl::init(false)};
 };
 struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
   Option<bool> bf16Dot{
@@ -230,7 +233,8 @@ void mlir::moe::registerMoEPipelines() {
         std::string toolkit = options.toolkit;
         if (toolkit.empty())
           toolkit = findCUDAToolkit();
-        if (failed(buildMoENVPTXPipeline(pm, chip, format, toolkit)))
+        if (failed(
+                buildMoENVPTXPipeline(pm, chip, format, toolkit, options.mma)))
           llvm::report_fatal_error("invalid built-in moe-nvptx-pipeline");
       });
 

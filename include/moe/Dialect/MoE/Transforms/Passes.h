@@ -108,9 +108,10 @@ buildMoECPUPipeline(OpPassManager &pm, bool genericAllocation = false,
 /// bin: cubin; fatbin: cubin and PTX; bin and fatbin run the CUDA
 /// toolkit's ptxas). Function arguments are device buffers. `toolkit` is
 /// the CUDA toolkit directory (ptxas, libdevice); empty lets MLIR look in
-/// CUDA_ROOT / CUDA_HOME / CUDA_PATH and PATH.
+/// CUDA_ROOT / CUDA_HOME / CUDA_PATH and PATH. `mma` selects tensor-core
+/// tiles for bf16 expert weights (`--moe-lower-to-loops=gpu-mma`).
 std::string getMoENVPTXPipeline(llvm::StringRef chip, llvm::StringRef format,
-                                llvm::StringRef toolkit = "");
+                                llvm::StringRef toolkit = "", bool mma = false);
 
 /// The CUDA toolkit directory (holding bin/ptxas and nvvm/libdevice):
 /// MOE_CUDA_TOOLKIT if set (empty when it is not a toolkit), else the first
@@ -123,6 +124,7 @@ std::string findCUDAToolkit();
 llvm::LogicalResult
 buildMoENVPTXPipeline(OpPassManager &pm, llvm::StringRef chip,
                       llvm::StringRef format, llvm::StringRef toolkit = "",
+                      bool mma = false,
                       llvm::raw_ostream &errors = llvm::errs());
 
 /// Builds the body of a private function declared by

@@ -91,6 +91,10 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
   let options = [
     Option<"gpu", "gpu", "bool", /*default=*/"false",
            "Emit the GPU forms (see the description)">,
+    Option<"gpuMma", "gpu-mma", "bool", /*default=*/"false",
+           "With gpu: tiles of bf16-weight grouped_matmul ops multiply on "
+           "tensor cores (mma.sync m16n8k16, tokens rounded to bf16, f32 "
+           "accumulation; sm_80 and later) instead of f32 FMAs">,
     Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
            "bf16 weights: use AVX-512 BF16 dot products (vdpbf16ps); "
            "without it they are computed by f32 FMAs with the same result "
@@ -236,8 +240,10 @@ def MoEOffloadToGPU : Pass<"moe-offload-to-gpu", "::mlir::ModuleOp"> {
     "::mlir::arith::ArithDialect",
     "::mlir::func::FuncDialect",
     "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect",
     "::mlir::math::MathDialect",
     "::mlir::memref::MemRefDialect",
+    "::mlir::NVVM::NVVMDialect",
     "::mlir::scf::SCFDialect"
   ];
 }
