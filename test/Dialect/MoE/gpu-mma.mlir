@@ -2,6 +2,8 @@
 // RUN: moe-opt --moe-lower-to-loops=gpu %s --split-input-file | FileCheck %s --check-prefix=NOMMA
 // RUN: moe-opt %s --split-input-file --pass-pipeline="builtin.module(moe-lower-to-loops{gpu gpu-mma},one-shot-bufferize{bufferize-function-boundaries function-boundary-type-conversion=identity-layout-map},convert-linalg-to-parallel-loops,moe-offload-to-gpu)" | FileCheck %s --check-prefix=KERNEL
 // RUN: moe-opt %s --split-input-file --moe-nvptx-pipeline="chip=sm_80 format=isa mma=1" | FileCheck %s --check-prefix=PTX
+// RUN: not moe-opt --moe-lower-to-loops=gpu-mma %s --split-input-file 2>&1 | FileCheck %s --check-prefix=NOGPU
+// NOGPU: error: gpu-mma applies to the GPU forms: add gpu
 
 // Tensor-core tiles (--moe-lower-to-loops=gpu-mma): only grouped matmuls
 // with bf16 weights take them; the launcher configuration says so.

@@ -116,6 +116,17 @@ func.func private @bad_launcher(memref<4xf32>) attributes {moe.gpu_launcher = {k
 
 // -----
 
+// Tensor-core tiles need bf16 weights (and a bool flag).
+// expected-error @below {{has an mma configuration that is not a bool over f32 tokens and bf16 weights}}
+func.func private @mma_f32(memref<?x64xf32>, memref<4x32x64xf32>, memref<5xi32>, memref<?x32xf32>) attributes {moe.gpu_launcher = {epilogue = #moe.epilogue<none>, gather = false, kind = "grouped_matmul", mma = true, num_experts = 4 : i64, row_scale = false}}
+
+// -----
+
+// expected-error @below {{has an mma configuration that is not a bool over f32 tokens and bf16 weights}}
+func.func private @mma_int(memref<?x64xf32>, memref<4x32x64xbf16>, memref<5xi32>, memref<?x32xf32>) attributes {moe.gpu_launcher = {epilogue = #moe.epilogue<none>, gather = false, kind = "grouped_matmul", mma = 1 : i64, num_experts = 4 : i64, row_scale = false}}
+
+// -----
+
 // bf16 weights: both kernels load each weight as bf16 and widen it to f32
 // before the FMAs (the staged tiles stay f32).
 // CHECK-LABEL: func.func private @__moe_gpu_grouped_matmul_bf16

@@ -3172,6 +3172,10 @@ struct MoELowerToLoopsPass
           << " (" << kTileRule << ", or 0 for the cost model's)";
       return signalPassFailure();
     }
+    if (gpuMma && !gpu) {
+      emitError(root->getLoc(), "gpu-mma applies to the GPU forms: add gpu");
+      return signalPassFailure();
+    }
     if (llcBytes <= 0 || l2Bytes <= 0) {
       emitError(root->getLoc(), "cache sizes must be positive, not llc-bytes=")
           << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
@@ -3280,6 +3284,21 @@ LogicalResult mlir::moe::buildGPULauncherBody(func::FuncOp fn) {
       config.getAs<EpilogueAttr>("epilogue") &&
       config.getAs<BoolAttr>("gather") && config.getAs<BoolAttr>("row_scale") &&
       config.getAs<IntegerAttr>("num_experts")) {
+    // Tensor-core tiles read bf16 weights and f32 tokens bit by bit.
+    if (Attribute mma = config.get("mma")) {
+      auto flag = dyn_cast<BoolAttr>(mma);
+      ArrayRef<Type> inputs = fn.getArgumentTypes();
+      auto element = [&](size_t i) {
+        auto type = i < inputs.size() ? dyn_cast<MemRefType>(inputs[i])
+                                      : MemRefType();
+        return type ? type.getElementType() : Type();
+      };
+      if (!flag || (flag.getValue() && !(element(0) && element(0).isF32() &&
+                                         element(1) && element(1).isBF16())))
+        return fn.emitOpError("has an mma configuration that is not a bool "
+                              "over f32 tokens and bf16 weights: ")
+               << config;
+    }
     buildGroupedMatmulLauncher(fn, config);
     return success();
   }

@@ -94,7 +94,8 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     Option<"gpuMma", "gpu-mma", "bool", /*default=*/"false",
            "With gpu: tiles of bf16-weight grouped_matmul ops multiply on "
            "tensor cores (mma.sync m16n8k16, tokens rounded to bf16, f32 "
-           "accumulation; sm_80 and later) instead of f32 FMAs">,
+           "accumulation; sm_80 and later) instead of f32 FMAs; an error "
+           "without gpu">,
     Option<"bf16Dot", "bf16-dot", "bool", /*default=*/"false",
            "bf16 weights: use AVX-512 BF16 dot products (vdpbf16ps); "
            "without it they are computed by f32 FMAs with the same result "
