@@ -15,13 +15,18 @@ token counts both runs have): a change that makes the generated code
 slower to compile shows here, not only as slower tests.
 """
 import json
+import statistics
 import sys
 
 
 def read(path):
     """The JSON lines of a run: moe-bench's CPU lines by (preset, tokens,
-    dtype), the baselines by kind."""
-    moe, onednn, torch_eager, stream = {}, {}, {}, None
+    dtype), the baselines by kind, and the STREAM-style read bandwidths in
+    file order. Each moe-bench line gets `read_gbps`: the mean of the
+    nearest read measurements before and after it (run.sh measures one
+    around every preset), or the one there is."""
+    moe, onednn, torch_eager, streams = {}, {}, {}, []
+    waiting = []  # moe-bench lines since the last read measurement
     with open(path) as f:
         for line in f:
             line = line.strip()
@@ -32,13 +37,23 @@ def read(path):
             if kind is None:
                 if r.get("device", "cpu") == "cpu":
                     moe[(r["preset"], r["tokens"], r["dtype"])] = r
+                    r["read_before"] = (streams[-1]["gbps_median"]
+                                        if streams else None)
+                    waiting.append(r)
             elif kind == "onednn_gemm":
                 onednn[(r["preset"], r["tokens"], r["dtype"])] = r
             elif kind == "pytorch_eager":
                 torch_eager[(r["preset"], r["tokens"])] = r
             elif kind == "stream_read":
-                stream = r
-    return moe, onednn, torch_eager, stream
+                streams.append(r)
+                for w in waiting:
+                    w["read_after"] = r["gbps_median"]
+                waiting = []
+    for r in moe.values():
+        around = [v for v in (r.pop("read_before"), r.pop("read_after", None))
+                  if v]
+        r["read_gbps"] = sum(around) / len(around) if around else None
+    return moe, onednn, torch_eager, streams
 
 
 def compile_times(moe, tokens=None):
@@ -55,7 +70,7 @@ def compile_times(moe, tokens=None):
 def main():
     if len(sys.argv) not in (2, 3):
         sys.exit("usage: report.py RESULTS.jsonl [PREVIOUS.jsonl]")
-    moe, onednn, torch_eager, stream = read(sys.argv[1])
+    moe, onednn, torch_eager, streams = read(sys.argv[1])
     # The layer times are summed over the token counts both runs have.
     previous, common = None, None
     if len(sys.argv) == 3:
@@ -65,13 +80,15 @@ def main():
             previous = compile_times(before, common)
         except OSError:
             previous = None
-    bw = stream["gbps_median"] if stream else None
-    if bw:
-        print("STREAM-style read bandwidth: %.1f GB/s (median, %d threads)"
-              % (bw, stream["threads"]))
-    head = ("%-14s %-4s %5s | %9s %7s %6s | %7s %5s | %5s | %9s %6s"
+    if streams:
+        medians = [s["gbps_median"] for s in streams]
+        print("STREAM-style read bandwidth: %.1f GB/s (median of %d "
+              "measurements around the presets, %.1f to %.1f; %d threads)"
+              % (statistics.median(medians), len(medians), min(medians),
+                 max(medians), streams[0]["threads"]))
+    head = ("%-14s %-4s %5s | %9s %7s %6s | %7s %5s | %6s %5s | %9s %6s"
             % ("preset", "type", "T", "moe ms", "GFLOP/s", "GB/s",
-               "oneDNN", "ratio", "bw", "torch ms", "speed"))
+               "oneDNN", "ratio", "read", "bw", "torch ms", "speed"))
     print(head)
     print("-" * len(head))
     for key in sorted(moe, key=lambda k: (k[0], k[2], k[1])):
@@ -79,12 +96,15 @@ def main():
         r = moe[key]
         o = onednn.get(key)
         t = torch_eager.get((preset, tokens)) if dtype == "f32" else None
-        print("%-14s %-4s %5d | %9.3f %7.1f %6.1f | %7s %5s | %5s | %9s %6s" % (
+        bw = r["read_gbps"] if tokens <= 16 else None
+        print("%-14s %-4s %5d | %9.3f %7.1f %6.1f | %7s %5s | %6s %5s | %9s %6s"
+              % (
             preset, dtype, tokens, r["ms_median"], r["gflops"],
             r["weight_gbps"],
             "%.1f" % o["gflops"] if o else "-",
             "%.2f" % (r["gflops"] / o["gflops"]) if o else "-",
-            "%.2f" % (r["weight_gbps"] / bw) if bw and tokens <= 16 else "-",
+            "%.1f" % bw if bw else "-",
+            "%.2f" % (r["weight_gbps"] / bw) if bw else "-",
             "%.3f" % t["ms_median"] if t else "-",
             "%.1fx" % (t["ms_median"] / r["ms_median"]) if t else "-"))
 

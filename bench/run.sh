@@ -34,11 +34,20 @@ export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$threads
 
 cc=$(command -v clang-22 || command -v cc)
 "$cc" -O3 -march=native -pthread "$root/bench/stream_read.c" -o "$build/stream_read"
-"$build/stream_read" --threads "$threads" --json | tee -a "$out"
-
+# The read bandwidth of this shared host moves by 20-40% within minutes
+# (docs/performance.md), so it is measured before and after every preset's
+# moe-bench lines; report.py divides a line's weight GB/s by the mean of
+# the two measurements around it.
+read_bandwidth() { "$build/stream_read" --threads "$threads" --json | tee -a "$out"; }
+presets=$preset
+[[ $preset == all ]] && presets="mixtral-small olmoe-like deepseek-like switch-like"
+read_bandwidth
 for dtype in f32 bf16; do
-  "$build/bin/moe-bench" --preset "$preset" --tokens "$tokens" \
-    --dtype "$dtype" --threads "$threads" --json | tee -a "$out"
+  for p in $presets; do
+    "$build/bin/moe-bench" --preset "$p" --tokens "$tokens" \
+      --dtype "$dtype" --threads "$threads" --json | tee -a "$out"
+    read_bandwidth
+  done
 done
 
 if [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
