@@ -94,10 +94,28 @@ func.func @blocks(%a: memref<4xf32>) {
 // CHECK: gpu.barrier
 // CHECK: math.exp
 // CHECK: memref.store %{{.*}}, %{{.*}}[%{{.*}}, %{{.*}}] : memref<?x128xf32>
-// Then the decode kernel for experts of at most 8 rows: 8 warps per block,
-// lanes striding along k by 32, 16 accumulators (8 rows, gate and up)
-// summed over the lanes by a butterfly of 5 shuffles each.
+// Then the decode kernel for experts of at most 8 rows: 8 warps per block.
+// Where both buffers start 16-byte aligned (and the depth is a multiple of
+// 4), each lane reads vectors of 4 values of k: for one token row two steps
+// per iteration (gate and up weights, then the token), then one step at a
+// time, one accumulator vector per row and weight row, reduced to a lane
+// sum.
 // CHECK: gpu.launch
+// CHECK: memref.extract_aligned_pointer_as_index %{{.*}} : memref<?x64xf32>
+// CHECK: memref.extract_aligned_pointer_as_index %{{.*}} : memref<8x256x64xf32>
+// CHECK: scf.if
+// CHECK: scf.for
+// CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x256x64xf32>, vector<4xf32>
+// CHECK-NEXT: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf32>, vector<4xf32>
+// CHECK-NEXT: vector.fma
+// CHECK-NEXT: vector.fma
+// CHECK-COUNT-2: vector.load %{{.*}} {alignment = 16 : i64} : memref<8x256x64xf32>, vector<4xf32>
+// CHECK: scf.for %{{.*}} step %c32
+// CHECK: vector.reduction <add>, %{{.*}} : vector<4xf32> into f32
+// CHECK-NEXT: vector.reduction <add>, %{{.*}} : vector<4xf32> into f32
+// Otherwise lanes stride along k by 32 with scalar loads, 16 accumulators
+// (8 rows, gate and up). Either way the lane sums go through a butterfly
+// of 5 shuffles each.
 // CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %c32{{.*}} iter_args
 // CHECK-COUNT-16: math.fma
 // CHECK-COUNT-80: gpu.shuffle xor
@@ -134,7 +152,14 @@ func.func private @mma_int(memref<?x64xf32>, memref<4x32x64xbf16>, memref<5xi32>
 // CHECK-SAME: workgroup(%{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>)
 // CHECK: memref.load %{{.*}} : memref<4x32x64xbf16>
 // CHECK-NEXT: arith.extf %{{.*}} : bf16 to f32
+// The decode kernel's vector form reads 8 weights (16 bytes) at a time,
+// widened as a vector; its scalar form one at a time.
 // CHECK: gpu.launch
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<4x32x64xbf16>, vector<8xbf16>
+// CHECK-NEXT: arith.extf %{{.*}} : vector<8xbf16> to vector<8xf32>
+// CHECK: vector.load %{{.*}} {alignment = 16 : i64} : memref<?x64xf32>, vector<8xf32>
+// CHECK: vector.shuffle
+// CHECK: vector.fma
 // CHECK: memref.load %{{.*}} : memref<4x32x64xbf16>
 // CHECK-NEXT: arith.extf %{{.*}} : bf16 to f32
 // CHECK: math.fma

@@ -2517,6 +2517,143 @@ void emitMmaTile(Emitter &k, const GpuTile &t, ValueRange tiles) {
 }
 
 /// The body of a grouped_matmul launcher (see above).
+/// Weight values per 16-byte load in the decode kernel's vector form: 4
+/// f32 or 8 bf16.
+int64_t decodeVectorWidth(Value w) {
+  return getElementTypeOrSelf(w).isBF16() ? 8 : 4;
+}
+
+/// Whether the decode kernel can read 16-byte vectors: the depth is a
+/// multiple of the vector width, so every row of the tokens and the
+/// weights starts 16-byte aligned when the buffers do, and both buffers do
+/// (their layouts are the identity, so the aligned pointer is element 0).
+Value decodeVectorsFit(Emitter &k, Value x, Value w, Value depth) {
+  Value fits = k.eq(arith::RemUIOp::create(k.b, depth,
+                                           k.idx(decodeVectorWidth(w))),
+                    k.idx(0));
+  for (Value buffer : {x, w}) {
+    if (!cast<MemRefType>(buffer.getType()).getLayout().isIdentity())
+      return arith::ConstantIntOp::create(k.b, 0, 1);
+    Value address =
+        memref::ExtractAlignedPointerAsIndexOp::create(k.b, buffer);
+    fits = k.andI(
+        fits, k.eq(arith::RemUIOp::create(k.b, address, k.idx(16)), k.idx(0)));
+  }
+  return fits;
+}
+
+/// The decode kernel's lane sums in 16-byte vectors (decodeVectorsFit
+/// holds): lane l reads vectors l, l + 32, ... of 4 f32 (or 8 bf16) weights
+/// of its column's rows (for up to 4 token rows two at a time, 32 vectors
+/// apart, so that two loads of each row are in flight), and the same k of
+/// the expert's token rows.
+/// The loop is specialised to 1, 2 or 4 token rows (T = 1 decode has one
+/// per expert), so no load reads a repeated row. Returns the sums in
+/// the layout of the scalar form (rows past the expert's are zero).
+SmallVector<Value> emitDecodeVectors(Emitter &k, Value x, Value w, Value e,
+                                     Value col, Value upCol,
+                                     function_ref<SmallVector<Value>(int64_t)>
+                                         sources,
+                                     Value rows,
+                                     Value depth, Value lane, bool glu) {
+  ImplicitLocOpBuilder &b = k.b;
+  int64_t width = decodeVectorWidth(w);
+  Type weightType = getElementTypeOrSelf(w);
+  auto f32Vec = VectorType::get({width}, b.getF32Type());
+  auto weightVec = VectorType::get({width}, weightType);
+  Value zeroVec = k.f32Like(VectorType::get({4}, b.getF32Type()), 0.0);
+  Value vectors = arith::DivUIOp::create(b, depth, k.idx(width));
+  Value pairs = arith::DivUIOp::create(b, vectors, k.idx(64));
+  auto load = [&](VectorType type, Value buffer, ValueRange idx) -> Value {
+    return vector::LoadOp::create(b, type, buffer, idx, /*nontemporal=*/false,
+                                  llvm::MaybeAlign(16));
+  };
+  // Accumulators: [r] gate, [numRows + r] up, one vector per row.
+  auto sumRows = [&](int64_t numRows, int64_t row0,
+                     SmallVector<Value> sums) -> SmallVector<Value> {
+    int64_t numAcc = numRows * (glu ? 2 : 1);
+    SmallVector<Value> src = sources(row0 + numRows);
+    auto step = [&](Value v, MutableArrayRef<Value> acc) {
+      Value kk = k.mul(v, k.idx(width));
+      auto weights = [&](Value c) -> Value {
+        Value wv = load(weightVec, w, {e, c, kk});
+        return weightType.isF32()
+                   ? wv
+                   : (Value)arith::ExtFOp::create(b, f32Vec, wv);
+      };
+      Value g = weights(col);
+      Value u = glu ? weights(upCol) : Value();
+      // Accumulators of 4 lanes: the two halves of a bf16 step add into
+      // the same ones (8-lane accumulators spilled on sm_80).
+      auto fma = [&](Value a, Value wv, Value c) -> Value {
+        for (int64_t h = 0; h < width; h += 4) {
+          auto half = [&](Value v) -> Value {
+            if (width == 4)
+              return v;
+            // (A shuffle: extract_strided_slice has no NVVM lowering.)
+            return vector::ShuffleOp::create(
+                b, v, v, ArrayRef<int64_t>{h, h + 1, h + 2, h + 3});
+          };
+          c = vector::FMAOp::create(b, half(a), half(wv), c);
+        }
+        return c;
+      };
+      for (int64_t r = 0; r < numRows; ++r) {
+        Value a = load(f32Vec, x, {src[row0 + r], kk});
+        acc[r] = fma(a, g, acc[r]);
+        if (glu)
+          acc[numRows + r] = fma(a, u, acc[numRows + r]);
+      }
+    };
+    SmallVector<Value> inits(numAcc, zeroVec);
+    // Two steps per iteration for up to 2 rows; with 4, two steps spill
+    // (ptxas gives the kernel 128 registers).
+    bool twice = numRows <= 2;
+    SmallVector<Value> acc = inits;
+    Value first = lane;
+    if (twice) {
+      acc = k.loop(k.idx(0), pairs, inits,
+                   [&](Value i, ValueRange c) -> SmallVector<Value> {
+                     SmallVector<Value> next(c.begin(), c.end());
+                     Value v = k.add(k.mul(i, k.idx(64)), lane);
+                     step(v, next);
+                     step(k.add(v, k.idx(32)), next);
+                     return next;
+                   });
+      first = k.add(k.mul(pairs, k.idx(64)), lane);
+    }
+    acc = k.loop(
+        first, vectors, acc,
+        [&](Value v, ValueRange c) -> SmallVector<Value> {
+          SmallVector<Value> next(c.begin(), c.end());
+          step(v, next);
+          return next;
+        },
+        /*step=*/32);
+    for (int64_t r = 0; r < numRows; ++r)
+      for (int64_t half = 0; half < (glu ? 2 : 1); ++half)
+        sums[half * kGpuDecodeRows + row0 + r] = vector::ReductionOp::create(
+            b, vector::CombiningKind::ADD, acc[half * numRows + r]);
+    return sums;
+  };
+  SmallVector<Value> zeros(kGpuDecodeRows * (glu ? 2 : 1), k.f32(0.0));
+  SmallVector<Type> types(zeros.size(), b.getF32Type());
+  // 1, 2 or 4 rows in one pass; 5 to 8 rows in two passes of 4 (a pass of
+  // 8 spills: ptxas gives these kernels 128 registers), the second reading
+  // the weights again from L2.
+  std::function<SmallVector<Value>(int64_t)> fitted =
+      [&](int64_t numRows) -> SmallVector<Value> {
+    if (numRows == kGpuDecodeRows)
+      return sumRows(4, 4, sumRows(4, 0, zeros));
+    return k.ifValues(
+        types, k.cmpi(arith::CmpIPredicate::sle, rows, k.idx(numRows)),
+        [&] { return sumRows(numRows, 0, zeros); },
+        [&] { return fitted(numRows * 2); });
+  };
+  static_assert(kGpuDecodeRows == 8, "the passes above cover 8 rows");
+  return fitted(1);
+}
+
 void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   auto epilogueAttr = config.getAs<EpilogueAttr>("epilogue");
   Epilogue epilogue = epilogueAttr.getValue();
@@ -2642,39 +2779,56 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
                k.lt(col, width));
     k.ifThen(mine, [&] {
       // Source row of each of the expert's rows (clamped) and whether it
-      // holds data.
-      SmallVector<Value> src, valid;
-      for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
+      // holds data. The second is recomputed where the row is stored: 8
+      // predicates live across the loops would not fit the 7 predicate
+      // registers of the hardware, and ptxas spilled.
+      auto source = [&](int64_t r) -> std::pair<Value, Value> {
         Value row = k.minI(k.add(lo, k.idx(r)), k.sub(hi, one));
         Value ok = k.lt(k.idx(r), rows);
-        Value s = row;
-        if (gather) {
-          Value g = k.load(gather, {row});
-          ok = k.andI(ok, k.inRange(g, zero, inputRows));
-          s = k.clampIndex(g, zero, k.sub(inputRows, one));
-        }
-        src.push_back(s);
-        valid.push_back(ok);
-      }
+        if (!gather)
+          return {row, ok};
+        Value g = k.load(gather, {row});
+        return {k.clampIndex(g, zero, k.sub(inputRows, one)),
+                k.andI(ok, k.inRange(g, zero, inputRows))};
+      };
+      // Computed in each form of the loop below, for the rows it reads, so
+      // that fewer addresses are live across the forms.
+      auto sources = [&](int64_t numRows) {
+        SmallVector<Value> src;
+        for (int64_t r = 0; r < numRows; ++r)
+          src.push_back(source(r).first);
+        return src;
+      };
       int64_t numAcc = kGpuDecodeRows * (glu ? 2 : 1);
       SmallVector<Value> inits(numAcc, k.f32(0.0));
       Value upCol = glu ? k.add(col, width) : col;
-      SmallVector<Value> sums = k.loop(
-          lane, depth, inits,
-          [&](Value kk, ValueRange acc) -> SmallVector<Value> {
-            SmallVector<Value> next(acc.begin(), acc.end());
-            Value g = k.loadF(w, {e, col, kk});
-            Value u = glu ? k.loadF(w, {e, upCol, kk}) : Value();
-            for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
-              Value a = k.loadF(x, {src[r], kk});
-              next[r] = math::FmaOp::create(fb, a, g, next[r]);
-              if (glu)
-                next[r + kGpuDecodeRows] =
-                    math::FmaOp::create(fb, a, u, next[r + kGpuDecodeRows]);
-            }
-            return next;
-          },
-          /*step=*/32);
+      SmallVector<Type> sumTypes(numAcc, fb.getF32Type());
+      // Lane sums for every row: [r] of the gate (or only) column, then
+      // [kGpuDecodeRows + r] of the up column.
+      SmallVector<Value> sums = k.ifValues(
+          sumTypes, decodeVectorsFit(k, x, w, depth),
+          [&] { return emitDecodeVectors(k, x, w, e, col, upCol, sources,
+                                         rows, depth, lane, glu); },
+          [&] {
+            // Any depth and alignment: one value of k per lane and step.
+            SmallVector<Value> src = sources(kGpuDecodeRows);
+            return k.loop(
+                lane, depth, inits,
+                [&](Value kk, ValueRange acc) -> SmallVector<Value> {
+                  SmallVector<Value> next(acc.begin(), acc.end());
+                  Value g = k.loadF(w, {e, col, kk});
+                  Value u = glu ? k.loadF(w, {e, upCol, kk}) : Value();
+                  for (int64_t r = 0; r < kGpuDecodeRows; ++r) {
+                    Value a = k.loadF(x, {src[r], kk});
+                    next[r] = math::FmaOp::create(fb, a, g, next[r]);
+                    if (glu)
+                      next[r + kGpuDecodeRows] = math::FmaOp::create(
+                          fb, a, u, next[r + kGpuDecodeRows]);
+                  }
+                  return next;
+                },
+                /*step=*/32);
+          });
       for (Value &v : sums)
         for (int32_t offset = 16; offset >= 1; offset /= 2)
           v = k.add(v, gpu::ShuffleOp::create(fb, v, offset, 32,
@@ -2690,7 +2844,8 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
             Value scale = epilogue == Epilogue::scale ? k.loadF(rowScale, {row})
                                                       : Value();
             Value v = tileEpilogue(k, epilogue, values, scale).front();
-            k.storeF(k.select(valid[r], v, k.f32(0.0)), out, {row, col});
+            k.storeF(k.select(source(r).second, v, k.f32(0.0)), out,
+                     {row, col});
           });
         }
       });
