@@ -13,7 +13,8 @@
 #     for the GPU and for this CPU in one program (gpu_vs_cpu.c), run on
 #     1 to 1536 tokens, the GPU's output compared with the CPU's;
 #   * bench/: bench/cuda.sh (the three variants of mixtral-small, cuBLAS and
-#     copy baselines).
+#     copy baselines), then each variant's per-kernel profile at T = 1 and
+#     1536 (MOE_CUDA_PROFILE=1).
 #
 # run.sh prints every result and a last line "gpu-bundle: N failed"; exit
 # status 0 when nothing failed.
@@ -83,6 +84,13 @@ done
 if [ "${1:-}" != --no-bench ]; then
   echo "== benchmark"
   bench/run.sh || failed=$((failed + 1))
+  # Where the time goes (docs/gpu.md, Status): per-kernel times of each
+  # variant at T = 1 (decode kernels, launch count) and T = 1536.
+  for variant in f32 bf16 bf16_mma; do
+    echo "== per-kernel profile, $variant"
+    MOE_CUDA_PROFILE=1 bench/cuda_bench_mixtral_small_$variant 1,1536 5 ||
+      failed=$((failed + 1))
+  done
 fi
 echo "gpu-bundle: $failed failed"
 [ "$failed" = 0 ]
