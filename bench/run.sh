@@ -34,7 +34,7 @@ export OMP_WAIT_POLICY=passive OMP_NUM_THREADS=$threads
 
 cc=$(command -v clang-22 || command -v cc)
 "$cc" -O3 -march=native -pthread "$root/bench/stream_read.c" -o "$build/stream_read"
-# The read bandwidth of this shared host moves by 20-40% within minutes
+# The read bandwidth of this shared host moves by up to half within minutes
 # (docs/performance.md), so it is measured before and after every preset's
 # moe-bench lines; report.py divides a line's weight GB/s by the mean of
 # the two measurements around it.

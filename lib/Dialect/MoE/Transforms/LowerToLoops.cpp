@@ -2516,7 +2516,6 @@ void emitMmaTile(Emitter &k, const GpuTile &t, ValueRange tiles) {
       }
 }
 
-/// The body of a grouped_matmul launcher (see above).
 /// Weight values per 16-byte load in the decode kernel's vector form: 4
 /// f32 or 8 bf16.
 int64_t decodeVectorWidth(Value w) {
@@ -2544,11 +2543,11 @@ Value decodeVectorsFit(Emitter &k, Value x, Value w, Value depth) {
 
 /// The decode kernel's lane sums in 16-byte vectors (decodeVectorsFit
 /// holds): lane l reads vectors l, l + 32, ... of 4 f32 (or 8 bf16) weights
-/// of its column's rows (for up to 4 token rows two at a time, 32 vectors
-/// apart, so that two loads of each row are in flight), and the same k of
-/// the expert's token rows.
-/// The loop is specialised to 1, 2 or 4 token rows (T = 1 decode has one
-/// per expert), so no load reads a repeated row. Returns the sums in
+/// of its column's rows and the same k of the expert's token rows. The
+/// loop is specialised to 1, 2 or 4 token rows, and 5 to 8 in two passes
+/// of 4 (T = 1 decode has one per expert), so no load reads a repeated
+/// row; with 1 or 2 rows it takes two vectors 32 apart per iteration, so
+/// that two loads of each weight row are in flight. Returns the sums in
 /// the layout of the scalar form (rows past the expert's are zero).
 SmallVector<Value> emitDecodeVectors(Emitter &k, Value x, Value w, Value e,
                                      Value col, Value upCol,
@@ -2605,14 +2604,12 @@ SmallVector<Value> emitDecodeVectors(Emitter &k, Value x, Value w, Value e,
           acc[numRows + r] = fma(a, u, acc[numRows + r]);
       }
     };
-    SmallVector<Value> inits(numAcc, zeroVec);
     // Two steps per iteration for up to 2 rows; with 4, two steps spill
     // (ptxas gives the kernel 128 registers).
-    bool twice = numRows <= 2;
-    SmallVector<Value> acc = inits;
+    SmallVector<Value> acc(numAcc, zeroVec);
     Value first = lane;
-    if (twice) {
-      acc = k.loop(k.idx(0), pairs, inits,
+    if (numRows <= 2) {
+      acc = k.loop(k.idx(0), pairs, acc,
                    [&](Value i, ValueRange c) -> SmallVector<Value> {
                      SmallVector<Value> next(c.begin(), c.end());
                      Value v = k.add(k.mul(i, k.idx(64)), lane);
@@ -2654,6 +2651,7 @@ SmallVector<Value> emitDecodeVectors(Emitter &k, Value x, Value w, Value e,
   return fitted(1);
 }
 
+/// The body of a grouped_matmul launcher (see above).
 void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   auto epilogueAttr = config.getAs<EpilogueAttr>("epilogue");
   Epilogue epilogue = epilogueAttr.getValue();
