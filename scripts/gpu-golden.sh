@@ -4,18 +4,21 @@
 # test/gpu/Inputs/golden_check_cuda.c and libmoe_cuda_runtime.a.
 #
 #   scripts/gpu-golden.sh BUILD_DIR OUT_DIR [--chip sm_90] [--dtype bf16]
-#                         [--mma] [--no-run]
+#                         [--mma] [--device-code ptx] [--no-run]
 #
 # --dtype bf16 rounds the expert weights to bf16 and compares with the f32
 # golden outputs to bf16 accuracy (rtol 3e-2, atol 2e-2, as
-# test/aot/c-program.test does on CPUs); --mma adds tensor-core tiles.
+# test/aot/c-program.test does on CPUs); --mma adds tensor-core tiles;
+# --device-code ptx embeds PTX instead of a fatbin, which is what the PTX
+# emulator runs (MOE_CUDA_DRIVER=BUILD_DIR/lib/libmoe_ptx_emu.so in the
+# environment; test/gpu/golden-emulated.test).
 #
 # OUT_DIR then holds one self-contained program per layer and its
 # io.safetensors, plus run.sh, so it can be copied to a GPU machine that has
 # neither LLVM nor the CUDA toolkit (only the driver) and run there.
 # Exit status: 0 all passed (or all skipped: no device), 1 a failure.
 set -euo pipefail
-usage="usage: gpu-golden.sh BUILD_DIR OUT_DIR [--chip sm_XX] [--dtype f32|bf16] [--mma] [--no-run]"
+usage="usage: gpu-golden.sh BUILD_DIR OUT_DIR [--chip sm_XX] [--dtype f32|bf16] [--mma] [--device-code fatbin|cubin|ptx] [--no-run]"
 build=${1:?$usage}
 out=${2:?$usage}
 shift 2
@@ -29,6 +32,7 @@ while [ $# -gt 0 ]; do
     --chip) chip=$2; shift 2 ;;
     --dtype) dtype=$2; shift 2 ;;
     --mma) flags+=(--mma); shift ;;
+    --device-code) flags+=(--device-code "$2"); shift 2 ;;
     --no-run) run=0; shift ;;
     *) echo "gpu-golden.sh: unknown option $1" >&2; exit 2 ;;
   esac

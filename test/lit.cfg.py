@@ -83,3 +83,8 @@ config.substitutions.append(
                                    "libmoe_cuda_runtime.a") + " -ldl"))
 config.substitutions.append(
     ("%moe_include", os.path.join(config.moe_src_root, "include")))
+# The PTX emulator: a CUDA driver library that runs kernels on the CPU
+# (MOE_CUDA_DRIVER=%ptx_emu), so the GPU execution tests also run here.
+config.substitutions.append(
+    ("%ptx_emu", os.path.join(config.moe_obj_root, "lib",
+                              "libmoe_ptx_emu.so")))

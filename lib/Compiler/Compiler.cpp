@@ -79,6 +79,7 @@ void registerPassesOnce() {
 /// void *out)`: checks the arguments, expands every buffer into the memref
 /// descriptor fields the lowered inner function takes, and calls it.
 constexpr llvm::StringLiteral kTakeError = "moe_cuda_take_error";
+constexpr llvm::StringLiteral kPeekError = "moe_cuda_peek_error";
 
 class WrapperBuilder {
 public:
@@ -177,7 +178,8 @@ public:
 
     b.setInsertionPointToStart(call);
     // GPU code: the runtime's pending error is cleared before the call and
-    // turns the status into StatusDeviceError after it.
+    // turns the status into StatusDeviceError after it, staying pending for
+    // the caller to read the reason (moe_cuda_take_error).
     if (device)
       LLVM::CallOp::create(b, TypeRange{b.getI32Type()}, kTakeError,
                            ValueRange{});
@@ -186,7 +188,7 @@ public:
             .getResult();
     if (device) {
       Value error = LLVM::CallOp::create(b, TypeRange{b.getI32Type()},
-                                         kTakeError, ValueRange{})
+                                         kPeekError, ValueRange{})
                         .getResult();
       result = select(icmp(LLVM::ICmpPredicate::ne, error, constI32(0)),
                       constI32(StatusDeviceError), result);
@@ -405,9 +407,11 @@ llvm::Error addEntryWrappers(ModuleOp module, ArrayRef<LayerABI> layers,
   DiagnosticCollector diagnostics(ctx);
   ImplicitLocOpBuilder b(module.getLoc(), ctx);
   b.setInsertionPointToEnd(module.getBody());
-  if (device && !layers.empty() && !module.lookupSymbol(kTakeError))
-    LLVM::LLVMFuncOp::create(b, kTakeError,
-                             LLVM::LLVMFunctionType::get(b.getI32Type(), {}));
+  if (device && !layers.empty())
+    for (StringRef name : {kTakeError, kPeekError})
+      if (!module.lookupSymbol(name))
+        LLVM::LLVMFuncOp::create(
+            b, name, LLVM::LLVMFunctionType::get(b.getI32Type(), {}));
   WrapperBuilder wrappers(b);
   for (const LayerABI &abi : layers) {
     if (!module.lookupSymbol(abi.symbol + "__forward") &&

@@ -5,7 +5,9 @@
 // library defining them, so this one does, over the CUDA driver API:
 //
 //   * libcuda.so.1 is opened with dlopen on first use (no link-time
-//     dependency: binaries start on machines without a GPU);
+//     dependency: binaries start on machines without a GPU); the
+//     environment variable MOE_CUDA_DRIVER names another library to open
+//     instead, such as the PTX emulator (runtime/ptx-emu);
 //   * no function aborts: a failure is recorded as the calling thread's
 //     pending error (the first one wins), later launches and copies of the
 //     thread are skipped, and moe_cuda_take_error() reports and clears it;
@@ -104,7 +106,9 @@ State s;
 pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void initialize() {
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  const char *path = getenv("MOE_CUDA_DRIVER");
+  void *lib = dlopen(path && *path ? path : "libcuda.so.1",
+                     RTLD_NOW | RTLD_LOCAL);
   if (!lib)
     return;
   Driver &d = s.driver;
@@ -384,6 +388,8 @@ int32_t moe_cuda_take_error(void) {
   pendingError = 0;
   return r;
 }
+
+int32_t moe_cuda_peek_error(void) { return pendingError; }
 
 const char *moe_cuda_error_string(int32_t code) {
   switch (code) {

@@ -33,6 +33,14 @@ namespace moe_tools {
   toolFail(what + ": " + moe_cuda_error_string(moe_cuda_take_error()));
 }
 
+/// Fails with the runtime's reason when a layer entry returned
+/// StatusDeviceError (its GPU work failed); returns `status` otherwise.
+inline int32_t checkDeviceStatus(int32_t status, const llvm::Twine &what) {
+  if (status == mlir::moe::compiler::StatusDeviceError)
+    failCUDA(what + " failed on the GPU");
+  return status;
+}
+
 /// Registers the tools' `--chip` option (the GPU architecture for
 /// --device cuda) in `category`; call before parsing the command line.
 inline llvm::cl::opt<std::string> &
@@ -53,6 +61,31 @@ inline llvm::cl::opt<bool> &addMmaOption(llvm::cl::OptionCategory &category) {
                      "expert tiles on tensor cores (mma.sync, tokens "
                      "rounded to bf16)"),
       llvm::cl::init(false), llvm::cl::cat(category));
+}
+
+/// Registers the tools' `--device-code` option (the form of the device code
+/// the JIT embeds with --device cuda) in `category`.
+inline llvm::cl::opt<std::string> &
+addDeviceCodeOption(llvm::cl::OptionCategory &category) {
+  return *new llvm::cl::opt<std::string>(
+      "device-code",
+      llvm::cl::desc("With --device cuda: fatbin (default), cubin, or ptx "
+                     "(compiled by the driver as the module loads; what the "
+                     "PTX emulator runs)"),
+      llvm::cl::init("fatbin"), llvm::cl::cat(category));
+}
+
+/// The gpu-module-to-binary format for `--device-code`; fails on other
+/// values.
+inline llvm::StringRef deviceCodeFormat(llvm::StringRef deviceCode) {
+  if (deviceCode == "fatbin")
+    return "fatbin";
+  if (deviceCode == "cubin")
+    return "bin";
+  if (deviceCode == "ptx")
+    return "isa";
+  toolFail("--device-code must be fatbin, cubin or ptx, not '" + deviceCode +
+           "'");
 }
 
 /// Checks `--chip` (empty, sm_80 or sm_90) without touching the driver.
@@ -168,7 +201,8 @@ inline int32_t routeOnDevice(const mlir::moe::compiler::LayerABI &abi,
         mlir::moe::compiler::numElements(field, deviceBatch.num_tokens) * 4);
     pointers.push_back(outs.back().get());
   }
-  int32_t status = route(table, &deviceBatch, pointers.data());
+  int32_t status = checkDeviceStatus(
+      route(table, &deviceBatch, pointers.data()), abi.symbol + " (route)");
   if (status >= 0)
     for (auto [buffer, to] : llvm::zip(outs, host))
       buffer.copyTo(to);

@@ -113,6 +113,7 @@ static cl::opt<std::string>
            cl::init("cpu"), cl::cat(category));
 static cl::opt<std::string> &chipOpt = addChipOption(category);
 static cl::opt<bool> &mma = addMmaOption(category);
+static cl::opt<std::string> &deviceCode = addDeviceCodeOption(category);
 
 namespace {
 
@@ -211,7 +212,7 @@ BenchLayer compileForGPU(const LayerABI &abi, llvm::StringRef chip, bool mma) {
   layer.context = std::make_unique<MLIRContext>(registry);
   OwningOpRef<ModuleOp> module = buildLayerModule(layer.context.get(), {abi});
   if (llvm::Error error =
-          lowerToLLVMForNVPTX(*module, {abi}, chip, "fatbin", mma))
+          lowerToLLVMForNVPTX(*module, {abi}, chip, deviceCodeFormat(deviceCode), mma))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.sharedLibraries.push_back(getCUDARuntimeLibrary().str());
@@ -289,6 +290,9 @@ int main(int argc, char **argv) {
   checkChipOption(chipOpt);
   if (mma && !onGPU())
     fail("--mma applies to --device cuda only");
+  if (deviceCode.getNumOccurrences() && !onGPU())
+    fail("--device-code applies to --device cuda only");
+  deviceCodeFormat(deviceCode);
 
   std::vector<const Preset *> presets;
   Preset custom{"custom", customHidden, customFfn, customExperts,
@@ -440,6 +444,8 @@ int main(int argc, char **argv) {
       auto call = [&](size_t i) {
         MoEBatch batch{T, xIn[i % batches], nullptr, 0, nullptr, 0};
         int32_t status = forward(copies.table(i % instances), &batch, y);
+        if (onGPU())
+          checkDeviceStatus(status, "the layer");
         if (status < 0)
           fail("forward returned status " + llvm::Twine(status));
       };

@@ -109,6 +109,13 @@ static cl::opt<std::string>
                       "--target nvptx also ptx or cubin: the device code "
                       "alone"),
              cl::init("obj"), cl::cat(category));
+static cl::opt<std::string> deviceCode(
+    "device-code",
+    cl::desc("With --target nvptx --emit obj: the device code the object "
+             "embeds: fatbin (default: cubin for --chip and PTX for later "
+             "chips), cubin, or ptx (compiled by the driver when the module "
+             "loads; what the PTX emulator runs)"),
+    cl::init("fatbin"), cl::cat(category));
 
 namespace {
 
@@ -361,6 +368,11 @@ int main(int argc, char **argv) {
     fail("--emit must be obj, ptx or cubin, not '" + emitKind + "'");
   if (emitKind != "obj" && !gpu)
     fail("--emit " + emitKind + " needs --target nvptx");
+  if (deviceCode != "fatbin" && deviceCode != "cubin" && deviceCode != "ptx")
+    fail("--device-code must be fatbin, cubin or ptx, not '" + deviceCode +
+         "'");
+  if (deviceCode.getNumOccurrences() && (!gpu || emitKind != "obj"))
+    fail("--device-code applies to --target nvptx --emit obj only");
   if (gpu && noOpenMP)
     fail("--no-openmp applies to --target cpu only");
   if (mma && !gpu)
@@ -403,9 +415,10 @@ int main(int argc, char **argv) {
     abis.push_back(describeLayer(spec, prefix + "_" + spec.name));
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
   if (gpu) {
-    llvm::StringRef format = emitKind == "ptx"     ? "isa"
-                             : emitKind == "cubin" ? "bin"
-                                                   : "fatbin";
+    llvm::StringRef kind = emitKind == "obj" ? deviceCode : emitKind;
+    llvm::StringRef format = kind == "ptx"     ? "isa"
+                             : kind == "cubin" ? "bin"
+                                               : "fatbin";
     if (llvm::Error error =
             lowerToLLVMForNVPTX(*module, abis, chip, format, mma))
       fail(llvm::toString(std::move(error)));

@@ -80,6 +80,7 @@ static cl::opt<std::string>
            cl::init("cpu"), cl::cat(category));
 static cl::opt<std::string> &chipOpt = addChipOption(category);
 static cl::opt<bool> &mma = addMmaOption(category);
+static cl::opt<std::string> &deviceCode = addDeviceCodeOption(category);
 static cl::opt<double> relTol("rtol", cl::desc("Relative tolerance"),
                               cl::init(1e-4), cl::cat(category));
 static cl::opt<double> absTol("atol", cl::desc("Absolute tolerance"),
@@ -141,13 +142,15 @@ LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
   auto weights = std::make_shared<DeviceWeights>();
   weights->buffers = copyWeightsToDevice(abi, w, weights->table);
   int64_t hidden = abi.spec.hidden;
+  std::string symbol = abi.symbol;
   return {[=](const MoEBatch &batch, float *y) {
             std::vector<DeviceBuffer> keep;
             MoEBatch d = copyBatchToDevice(batch, hidden, keep);
             DeviceBuffer out(nullptr, std::max<int64_t>(batch.num_tokens, 0) *
                                           hidden * sizeof(float));
-            int32_t status =
-                forward(weights->table.data(), &d, (float *)out.get());
+            int32_t status = checkDeviceStatus(
+                forward(weights->table.data(), &d, (float *)out.get()),
+                symbol);
             if (status >= 0)
               out.copyTo(y);
             return status;
@@ -490,6 +493,9 @@ int main(int argc, char **argv) {
   checkChipOption(chip);
   if (mma && !onGPU())
     fail("--mma applies to --device cuda only");
+  if (deviceCode.getNumOccurrences() && !onGPU())
+    fail("--device-code applies to --device cuda only");
+  deviceCodeFormat(deviceCode);
   if (onGPU())
     chip = selectCUDAChip(chip);
 
@@ -511,7 +517,7 @@ int main(int argc, char **argv) {
   auto compileStart = std::chrono::steady_clock::now();
   if (onGPU()) {
     if (llvm::Error error =
-            lowerToLLVMForNVPTX(*module, abis, chip, "fatbin", mma))
+            lowerToLLVMForNVPTX(*module, abis, chip, deviceCodeFormat(deviceCode), mma))
       fail(llvm::toString(std::move(error)));
   } else if (llvm::Error error =
                  lowerToLLVM(*module, abis,

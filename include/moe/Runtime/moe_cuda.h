@@ -16,7 +16,8 @@
  * the thread's launches and copies are skipped (so a failed allocation
  * never turns into a device fault) until moe_cuda_take_error() clears it.
  * Generated layer entries clear it on entry and return
- * MOE_ERROR_DEVICE (-3) when it was set during the call.
+ * MOE_ERROR_DEVICE (-3) when it was set during the call, leaving it for
+ * the caller's moe_cuda_take_error() to report.
  *
  *===----------------------------------------------------------------------===*/
 #ifndef MOE_RUNTIME_MOE_CUDA_H
@@ -55,6 +56,8 @@ int32_t moe_cuda_synchronize(void);
 
 /* The calling thread's first error since the last call, then cleared. */
 int32_t moe_cuda_take_error(void);
+/* The same error, left pending. */
+int32_t moe_cuda_peek_error(void);
 /* A message for a code of this runtime or of the driver. */
 const char *moe_cuda_error_string(int32_t code);
 
