@@ -44,7 +44,7 @@ case $dtype in
 esac
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$build" && pwd)
-cc=${CC:-cc}
+cc=${CC:-cc} # may hold flags (the sanitizer build's), so used unquoted
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 echo '#!/bin/sh
@@ -68,7 +68,7 @@ for dir in "$src"/testdata/golden/*/; do
   grep -o 'MoE layer [0-9]*' "$work/layers.h" | awk '{print $3}' |
   while read -r layer; do
     grep -q "\"layers.$layer.input\"" "$dir/io.safetensors" || continue
-    "$cc" -std=c11 -O2 -Wall -Wextra -Werror -I"$work" -I"$src/include" \
+    $cc -std=c11 -O2 -Wall -Wextra -Werror -I"$work" -I"$src/include" \
       -DMOE_LAYER="moe_layer$layer" -DMOE_LAYER_INDEX="$layer" \
       "${tolerances[@]}" \
       "$src/test/gpu/Inputs/golden_check_cuda.c" "$work/layers.o" \

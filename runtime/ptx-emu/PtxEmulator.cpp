@@ -166,7 +166,7 @@ struct Inst {
   uint8_t vec = 1;     // ld/st vector width
   uint8_t combine = 0; // setp's .and/.or/.xor: 0 none, 1 and, 2 or, 3 xor
   uint8_t mode = 0;    // mul/mad: 0 lo, 1 hi, 2 wide; shfl: 0 up 1 down 2 bfly 3 idx
-  bool ftz = false, sat = false, approx = false;
+  bool ftz = false, sat = false, approx = false, relu = false;
   int guard = -1;      // predicate register guarding the instruction
   bool guardNegated = false;
   int secondDest = -1; // setp's `p|q`, shfl's `d|p`
@@ -821,6 +821,10 @@ private:
       }
       if (p == "sat") {
         inst.sat = true;
+        continue;
+      }
+      if (p == "relu" && (inst.op == Op::Max || inst.op == Op::Min)) {
+        inst.relu = true; // the result clamped below at zero
         continue;
       }
       if (p == "approx" || p == "full") {
@@ -1751,6 +1755,12 @@ private:
     case Op::Max:
       r = s ? static_cast<uint64_t>(sx > sy ? sx : sy) : (x > y ? x : y);
       break;
+    default:
+      break;
+    }
+    if (in.relu && s && signExtend(r, bits) < 0)
+      r = 0;
+    switch (in.op) {
     case Op::Neg:
       r = 0 - x;
       break;
@@ -1822,6 +1832,8 @@ private:
     }
     if (in.sat)
       r = std::isnan(r) ? 0.0f : r < 0 ? 0.0f : r > 1 ? 1.0f : r;
+    if (in.relu && r < 0)
+      r = 0.0f;
     write(t, o[0], bitsOf(flush(r, in.ftz)), 32);
   }
 };
@@ -1834,6 +1846,9 @@ struct Driver {
   std::mutex lock;
   Memory memory;
   std::map<std::string, KernelStats> stats; // with MOE_PTX_EMU_STATS=1
+  // Loaded modules, owned here: a program that exits without unloading
+  // (a tool failing mid-run) leaves them reachable, not leaked.
+  std::vector<std::unique_ptr<Module>> modules;
   int sticky = kSuccess; // a kernel fault poisons the context
   bool initialized = false;
   uint64_t maxSteps = uint64_t(1) << 32;
@@ -2005,6 +2020,8 @@ EXPORT int cuModuleLoadData(void **module, const void *image) {
     return d.sticky;
   Module *m = nullptr;
   int r = loadModule(&m, image);
+  if (m)
+    d.modules.emplace_back(m);
   *module = m;
   return r;
 }
@@ -2015,8 +2032,14 @@ EXPORT int cuModuleLoadDataEx(void **module, const void *image, unsigned,
 }
 
 EXPORT int cuModuleUnload(void *module) {
-  delete static_cast<Module *>(module);
-  return kSuccess;
+  Driver &d = driver();
+  std::lock_guard<std::mutex> g(d.lock);
+  for (auto it = d.modules.begin(); it != d.modules.end(); ++it)
+    if (it->get() == module) {
+      d.modules.erase(it);
+      return kSuccess;
+    }
+  return kInvalidValue;
 }
 
 EXPORT int cuModuleGetFunction(void **function, void *module,

@@ -79,14 +79,20 @@ func.func @blocks(%a: memref<4xf32>) {
 // -----
 
 // A launcher declaration gets its kernels: the output zeroed, then one
-// launch of 256-thread blocks over (column tiles, row tiles + experts) with
-// three 16 x 65 workgroup tiles (operand, gate, up), barriers around the
-// register-tile FMAs. The call stays on the host.
+// launch of 256-thread blocks over (column tiles, row tiles + min(experts,
+// rows / 9), the experts that can have more than 8 rows) with three 16 x 65
+// workgroup tiles (operand, gate, up), barriers around the register-tile
+// FMAs. The call stays on the host.
 // CHECK-LABEL: func.func @caller
 // CHECK-NEXT: call @__moe_gpu_grouped_matmul
 // CHECK-LABEL: func.func private @__moe_gpu_grouped_matmul
+// CHECK: %[[N:.*]] = memref.dim %{{.*}}, %{{.*}} : memref<?x128xf32>
 // CHECK: gpu.memset %{{.*}}, %{{.*}} : memref<?x128xf32>, f32
-// CHECK: gpu.launch
+// CHECK: %[[ROWS:.*]] = arith.ceildivui %[[N]], %c64 : index
+// CHECK: %[[BIG:.*]] = arith.divui %[[N]], %c9 : index
+// CHECK: %[[FEW:.*]] = arith.minui %c8, %[[BIG]] : index
+// CHECK: %[[TILES:.*]] = arith.addi %[[ROWS]], %[[FEW]] : index
+// CHECK: gpu.launch blocks({{.*}}) in ({{.*}} = %{{.*}}, {{.*}} = %[[TILES]], {{.*}} = %c1)
 // CHECK-SAME: workgroup(%{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>)
 // CHECK: scf.for
 // CHECK: gpu.barrier
@@ -100,7 +106,13 @@ func.func @blocks(%a: memref<4xf32>) {
 // per iteration (gate and up weights, then the token), then one step at a
 // time, one accumulator vector per row and weight row, reduced to a lane
 // sum.
+// Each warp finds its expert's rows with one offset per lane (8 experts)
+// and a butterfly of 5 max-shuffles, not a pass over the earlier experts.
 // CHECK: gpu.launch
+// CHECK: %[[OFF:.*]] = memref.load %{{.*}} : memref<9xi32>
+// CHECK: %[[M:.*]] = arith.maxsi %{{.*}}, %[[OFF]] : i32
+// CHECK: gpu.shuffle  xor %[[M]], %c16_i32
+// CHECK-COUNT-4: gpu.shuffle  xor
 // CHECK: memref.extract_aligned_pointer_as_index %{{.*}} : memref<?x64xf32>
 // CHECK: memref.extract_aligned_pointer_as_index %{{.*}} : memref<8x256x64xf32>
 // CHECK: scf.if

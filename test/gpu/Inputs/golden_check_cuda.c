@@ -158,6 +158,10 @@ int main(int argc, char **argv) {
     qsort(times, calls, sizeof(double), cmp_double);
     printf("layer %d: median %.3f ms, min %.3f ms over %d calls\n",
            MOE_LAYER_INDEX, times[calls / 2], times[0], calls);
+    free(times);
   }
+  free(want);
+  free(y);
+  free(file);
   return 0;
 }

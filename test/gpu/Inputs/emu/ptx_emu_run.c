@@ -25,6 +25,8 @@ typedef int (*alloc_fn)(devptr *, size_t);
 typedef int (*htod_fn)(devptr, const void *, size_t);
 typedef int (*dtoh_fn)(void *, devptr, size_t);
 typedef int (*error_fn)(int, const char **);
+typedef int (*free_fn)(devptr);
+typedef int (*unload_fn)(void *);
 
 static void *sym(void *lib, const char *name) {
   void *p = dlsym(lib, name);
@@ -70,10 +72,14 @@ int main(int argc, char **argv) {
   htod_fn cuMemcpyHtoD = (htod_fn)sym(lib, "cuMemcpyHtoD_v2");
   dtoh_fn cuMemcpyDtoH = (dtoh_fn)sym(lib, "cuMemcpyDtoH_v2");
   error_fn cuGetErrorString = (error_fn)sym(lib, "cuGetErrorString");
+  free_fn cuMemFree = (free_fn)sym(lib, "cuMemFree_v2");
+  unload_fn cuModuleUnload = (unload_fn)sym(lib, "cuModuleUnload");
   cuInit(0);
 
   void *module = NULL, *kernel = NULL;
-  int r = cuModuleLoadData(&module, slurp(argv[2]));
+  char *text = slurp(argv[2]);
+  int r = cuModuleLoadData(&module, text);
+  free(text);
   if (r == 0)
     r = cuModuleGetFunction(&kernel, module, argv[3]);
   enum { kMaxArgs = 16 };
@@ -109,12 +115,10 @@ int main(int argc, char **argv) {
   if (r == 0)
     r = cuLaunchKernel(kernel, (unsigned)atoi(argv[4]), 1, 1,
                        (unsigned)atoi(argv[5]), 1, 1, 0, NULL, params, NULL);
-  const char *text = "?";
-  cuGetErrorString(r, &text);
-  printf("status %d: %s\n", r, text);
-  if (r != 0)
-    return 1;
-  for (int i = 0; i < nargs; ++i) {
+  const char *message = "?";
+  cuGetErrorString(r, &message);
+  printf("status %d: %s\n", r, message);
+  for (int i = 0; r == 0 && i < nargs; ++i) {
     if (!counts[i])
       continue;
     float *host = malloc((size_t)counts[i] * sizeof(float));
@@ -126,5 +130,10 @@ int main(int argc, char **argv) {
     printf("\n");
     free(host);
   }
-  return 0;
+  for (int i = 0; i < nargs; ++i)
+    if (buffers[i])
+      cuMemFree(buffers[i]);
+  if (module)
+    cuModuleUnload(module);
+  return r != 0;
 }
