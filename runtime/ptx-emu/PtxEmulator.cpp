@@ -2072,8 +2072,12 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy,
   }
   const unsigned grid[3] = {gx, gy, gz}, block[3] = {bx, by, bz};
   uint64_t threads = uint64_t(bx) * by * bz;
-  if (gx == 0 || gy == 0 || gz == 0 || threads == 0 || threads > 1024)
+  if (gx == 0 || gy == 0 || gz == 0 || threads == 0 || threads > 1024) {
+    // As the driver: an empty grid or block is an error, not a no-op.
+    report("%s: launch of grid (%u, %u, %u), block (%u, %u, %u)",
+           f->name.c_str(), gx, gy, gz, bx, by, bz);
     return kInvalidValue;
+  }
   if (f->maxThreads[0] &&
       (bx > f->maxThreads[0] || by > f->maxThreads[1] || bz > f->maxThreads[2] ||
        threads > uint64_t(f->maxThreads[0]) * f->maxThreads[1] *
@@ -2150,8 +2154,12 @@ EXPORT int cuEventElapsedTime(float *ms, void *start, void *end) {
 }
 
 EXPORT int cuMemAlloc_v2(CUdeviceptr *out, size_t bytes) {
-  if (!out || bytes == 0)
+  if (!out)
     return kInvalidValue;
+  if (bytes == 0) {
+    report("allocation of 0 bytes");
+    return kInvalidValue;
+  }
   Driver &d = driver();
   std::lock_guard<std::mutex> g(d.lock);
   if (d.sticky)

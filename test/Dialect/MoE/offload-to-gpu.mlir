@@ -80,7 +80,7 @@ func.func @blocks(%a: memref<4xf32>) {
 
 // A launcher declaration gets its kernels: the output zeroed, then one
 // launch of 256-thread blocks over (column tiles, row tiles + min(experts,
-// rows / 9), the experts that can have more than 8 rows) with three 16 x 65
+// rows / 9), the experts that can have more than 8 rows, at least 1) with three 16 x 65
 // workgroup tiles (operand, gate, up), barriers around the register-tile
 // FMAs. The call stays on the host.
 // CHECK-LABEL: func.func @caller
@@ -91,7 +91,8 @@ func.func @blocks(%a: memref<4xf32>) {
 // CHECK: %[[ROWS:.*]] = arith.ceildivui %[[N]], %c64 : index
 // CHECK: %[[BIG:.*]] = arith.divui %[[N]], %c9 : index
 // CHECK: %[[FEW:.*]] = arith.minui %c8, %[[BIG]] : index
-// CHECK: %[[TILES:.*]] = arith.addi %[[ROWS]], %[[FEW]] : index
+// CHECK: %[[SUM:.*]] = arith.addi %[[ROWS]], %[[FEW]] : index
+// CHECK: %[[TILES:.*]] = arith.maxui %[[SUM]], %c1 : index
 // CHECK: gpu.launch blocks({{.*}}) in ({{.*}} = %{{.*}}, {{.*}} = %[[TILES]], {{.*}} = %c1)
 // CHECK-SAME: workgroup(%{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>, %{{.*}} : memref<16x65xf32, #gpu.address_space<workgroup>>)
 // CHECK: scf.for

@@ -6,6 +6,12 @@
  *
  *   ./gpu_vs_cpu 1,7,300,1536 [RTOL ATOL]
  *
+ * A count followed by `!` (e.g. 33!) makes the batch hostile: token 1 all
+ * NaN, token 2 with an infinite feature and, for hash layers (built with
+ * -DMOE_HASH_VOCAB=V), token ids -1, V and 2^40 among valid ones; both
+ * layers must then return the same status bits and outputs (NaN where the
+ * CPU has NaN). A count of 0 checks the empty batch.
+ *
  * An output matches when |y - want| <= ATOL * rms(want) + RTOL * |want|
  * (default 2e-2 and 3e-2, for bf16 weights on CUDA cores, which do not round
  * the tokens to bf16 as the CPU does: up to 1.5% of the rms apart). Prints one
@@ -69,19 +75,40 @@ int main(int argc, char **argv) {
   copy[sizeof copy - 1] = 0;
   for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
     long long T = atoll(tok);
+    int hostile = strchr(tok, '!') != NULL;
     size_t n = (size_t)(T * d);
     float *x = malloc(n * sizeof(float)), *want = malloc(n * sizeof(float));
     float *y = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; ++i)
       x[i] = uniform();
+    if (hostile && T > 2) {
+      for (long long j = 0; j < d; ++j)
+        x[d + j] = NAN;
+      x[2 * d] = INFINITY;
+    }
     moe_batch batch = {0};
     batch.num_tokens = T;
     batch.x = x;
-    if (cpu_layer0(cpu_layer0_embedded_weights(), &batch, want) < 0) {
+#ifdef MOE_HASH_VOCAB
+    int64_t *ids = malloc((size_t)(T > 0 ? T : 1) * sizeof(int64_t));
+    for (long long t = 0; t < T; ++t)
+      ids[t] = (int64_t)((uniform() + 1.0f) * 0.5f * (MOE_HASH_VOCAB - 1));
+    if (hostile && T > 3) {
+      ids[0] = -1;
+      ids[1] = MOE_HASH_VOCAB;
+      ids[T - 1] = (int64_t)1 << 40;
+    }
+    batch.token_ids = ids;
+#endif
+    int32_t cpuStatus = cpu_layer0(cpu_layer0_embedded_weights(), &batch, want);
+    if (cpuStatus < 0) {
       printf("%lld tokens: the CPU layer failed\n", T);
       return 1;
     }
     batch.x = upload(x, n * sizeof(float));
+#ifdef MOE_HASH_VOCAB
+    batch.token_ids = upload(ids, (size_t)T * sizeof(int64_t));
+#endif
     float *dy = moe_cuda_malloc(n * sizeof(float));
     int32_t status = gpu_layer0(&device, &batch, dy);
     if (status < 0 || moe_cuda_copy_to_host(y, dy, n * sizeof(float))) {
@@ -89,12 +116,27 @@ int main(int argc, char **argv) {
              moe_cuda_error_string(moe_cuda_take_error()));
       return 1;
     }
+    if (status != cpuStatus) {
+      printf("%lld tokens: FAIL, status %d on the GPU, %d on the CPU\n", T,
+             status, cpuStatus);
+      failed = 1;
+    }
     double sumSq = 0, maxError = 0;
+    size_t finite = 0;
     for (size_t i = 0; i < n; ++i)
-      sumSq += (double)want[i] * want[i];
-    double rms = n ? sqrt(sumSq / n) : 0;
+      if (isfinite(want[i])) {
+        sumSq += (double)want[i] * want[i];
+        ++finite;
+      }
+    double rms = finite ? sqrt(sumSq / finite) : 0;
     long long bad = -1;
     for (size_t i = 0; i < n; ++i) {
+      /* NaN where the CPU has NaN, the same infinity where it has one. */
+      if (!isfinite(want[i])) {
+        if (!(isnan(want[i]) ? isnan(y[i]) : y[i] == want[i]) && bad < 0)
+          bad = (long long)i;
+        continue;
+      }
       double error = fabs((double)y[i] - want[i]);
       if (error > maxError || error != error)
         maxError = error;
@@ -107,10 +149,15 @@ int main(int argc, char **argv) {
              T, bad, bad / d, bad % d, y[bad], want[bad], maxError, rms);
       failed = 1;
     } else {
-      printf("%lld tokens: PASS, max |error| %.3g (rms of the output %.3g)\n",
-             T, maxError, rms);
+      printf("%lld tokens%s: PASS, max |error| %.3g (rms of the output "
+             "%.3g), status %d\n",
+             T, hostile ? " (hostile)" : "", maxError, rms, status);
     }
     moe_cuda_free((void *)batch.x);
+#ifdef MOE_HASH_VOCAB
+    moe_cuda_free((void *)batch.token_ids);
+    free(ids);
+#endif
     moe_cuda_free(dy);
     free(x);
     free(want);

@@ -2720,11 +2720,15 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   // experts can have that many rows: at most numRows / (kGpuDecodeRows + 1).
   // (Sized by E alone, a decode batch launched E row tiles of blocks that
   // each searched all experts to find no work.)
-  Value rowTiles = em.add(
-      ceilDiv(em, numRows, tile),
-      arith::MinUIOp::create(
-          fb, E,
-          arith::DivUIOp::create(fb, numRows, em.idx(kGpuDecodeRows + 1))));
+  // At least one, as for the columns: an empty grid is a launch error.
+  Value rowTiles = arith::MaxUIOp::create(
+      fb,
+      em.add(ceilDiv(em, numRows, tile),
+             arith::MinUIOp::create(
+                 fb, E,
+                 arith::DivUIOp::create(fb, numRows,
+                                        em.idx(kGpuDecodeRows + 1)))),
+      one);
   {
     MLIRContext *ctx = fb.getContext();
     auto wg = gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup);
