@@ -107,8 +107,8 @@ pthread_once_t once = PTHREAD_ONCE_INIT;
 
 void initialize() {
   const char *path = getenv("MOE_CUDA_DRIVER");
-  void *lib = dlopen(path && *path ? path : "libcuda.so.1",
-                     RTLD_NOW | RTLD_LOCAL);
+  void *lib =
+      dlopen(path && *path ? path : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!lib)
     return;
   Driver &d = s.driver;

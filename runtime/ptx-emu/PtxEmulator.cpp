@@ -124,9 +124,41 @@ void report(const char *format, ...) {
 //===----------------------------------------------------------------------===//
 
 enum class Op : uint8_t {
-  Mov, Ld, St, Add, Sub, Mul, Mad, Fma, Div, Rem, Min, Max, Neg, Abs, Not,
-  And, Or, Xor, Shl, Shr, Setp, Selp, Cvt, Cvta, Bra, Ret, Bar, Shfl, Mma,
-  Ex2, Lg2, Rcp, Sqrt, Rsqrt, Copysign,
+  Mov,
+  Ld,
+  St,
+  Add,
+  Sub,
+  Mul,
+  Mad,
+  Fma,
+  Div,
+  Rem,
+  Min,
+  Max,
+  Neg,
+  Abs,
+  Not,
+  And,
+  Or,
+  Xor,
+  Shl,
+  Shr,
+  Setp,
+  Selp,
+  Cvt,
+  Cvta,
+  Bra,
+  Ret,
+  Bar,
+  Shfl,
+  Mma,
+  Ex2,
+  Lg2,
+  Rcp,
+  Sqrt,
+  Rsqrt,
+  Copysign,
 };
 
 // A PTX type: kind ('b', 'u', 's', 'f', 'p' for .pred) and width in bits.
@@ -140,34 +172,63 @@ struct Type {
 enum class Space : uint8_t { Global, Shared, Local, Param };
 enum class Round : uint8_t { Nearest, Down, Up, Zero };
 enum class Cmp : uint8_t {
-  Eq, Ne, Lt, Le, Gt, Ge, Lo, Ls, Hi, Hs,
-  Equ, Neu, Ltu, Leu, Gtu, Geu, Num, Nan,
+  Eq,
+  Ne,
+  Lt,
+  Le,
+  Gt,
+  Ge,
+  Lo,
+  Ls,
+  Hi,
+  Hs,
+  Equ,
+  Neu,
+  Ltu,
+  Leu,
+  Gtu,
+  Geu,
+  Num,
+  Nan,
 };
 enum class Special : uint8_t {
-  TidX, TidY, TidZ, NtidX, NtidY, NtidZ, CtaidX, CtaidY, CtaidZ,
-  NctaidX, NctaidY, NctaidZ, LaneId, WarpId,
+  TidX,
+  TidY,
+  TidZ,
+  NtidX,
+  NtidY,
+  NtidZ,
+  CtaidX,
+  CtaidY,
+  CtaidZ,
+  NctaidX,
+  NctaidY,
+  NctaidZ,
+  LaneId,
+  WarpId,
 };
 
 struct Operand {
   enum Kind : uint8_t { None, Reg, Imm, Addr, Vec, Label, Spec } kind = None;
-  bool negate = false; // !%p in setp's and selp's predicate inputs
-  int reg = -1;        // Reg; Addr's base register (-1: absolute)
-  int64_t imm = 0;     // Imm; Addr's offset; Label's instruction; Spec
+  bool negate = false;   // !%p in setp's and selp's predicate inputs
+  int reg = -1;          // Reg; Addr's base register (-1: absolute)
+  int64_t imm = 0;       // Imm; Addr's offset; Label's instruction; Spec
   std::vector<int> regs; // Vec elements (-1: the sink `_`)
 };
 
 struct Inst {
   Op op;
-  Type type;      // the instruction's (destination) type
-  Type srcType;   // cvt's source type
+  Type type;    // the instruction's (destination) type
+  Type srcType; // cvt's source type
   Space space = Space::Global;
   Round round = Round::Nearest;
   Cmp cmp = Cmp::Eq;
   uint8_t vec = 1;     // ld/st vector width
   uint8_t combine = 0; // setp's .and/.or/.xor: 0 none, 1 and, 2 or, 3 xor
-  uint8_t mode = 0;    // mul/mad: 0 lo, 1 hi, 2 wide; shfl: 0 up 1 down 2 bfly 3 idx
+  uint8_t mode =
+      0; // mul/mad: 0 lo, 1 hi, 2 wide; shfl: 0 up 1 down 2 bfly 3 idx
   bool ftz = false, sat = false, approx = false, relu = false;
-  int guard = -1;      // predicate register guarding the instruction
+  int guard = -1; // predicate register guarding the instruction
   bool guardNegated = false;
   int secondDest = -1; // setp's `p|q`, shfl's `d|p`
   std::vector<Operand> ops;
@@ -289,7 +350,9 @@ private:
     return pos + ahead < toks.size() ? toks[pos + ahead].text : end;
   }
   int line() const {
-    return pos < toks.size() ? toks[pos].line : toks.empty() ? 0 : toks.back().line;
+    return pos < toks.size() ? toks[pos].line
+           : toks.empty()    ? 0
+                             : toks.back().line;
   }
   bool accept(const char *t) {
     if (peek() != t)
@@ -305,8 +368,8 @@ private:
     return false;
   }
   bool expect(const char *t) {
-    return accept(t) || fail(std::string("expected '") + t + "', found '" +
-                             peek() + "'");
+    return accept(t) ||
+           fail(std::string("expected '") + t + "', found '" + peek() + "'");
   }
   bool number(int64_t &value) {
     bool negative = accept("-");
@@ -458,7 +521,8 @@ private:
           if (n < 0 || n > (1 << 20))
             return fail("too many registers declared: " + std::to_string(n));
           for (int64_t i = 0; i < n; ++i)
-            regs.emplace(name + std::to_string(i), static_cast<int>(regs.size()));
+            regs.emplace(name + std::to_string(i),
+                         static_cast<int>(regs.size()));
         } else {
           regs.emplace(name, static_cast<int>(regs.size()));
         }
@@ -531,10 +595,11 @@ private:
       if (regs.count(base)) {
         if (!parseRegister(o.reg))
           return false;
-      } else if (!base.empty() && isdigit(static_cast<unsigned char>(base[0]))) {
+      } else if (!base.empty() &&
+                 isdigit(static_cast<unsigned char>(base[0]))) {
         if (!number(o.imm))
           return false;
-      } else if (!symbol(base, o.imm, inst)) {
+      } else if (!symbol(base, o.imm)) {
         return false;
       } else {
         ++pos;
@@ -579,14 +644,14 @@ private:
       return true;
     }
     o.kind = Operand::Imm;
-    if (!symbol(t, o.imm, inst))
+    if (!symbol(t, o.imm))
       return false;
     ++pos;
     return true;
   }
 
   /// The address of variable `name` in its state space.
-  bool symbol(const std::string &name, int64_t &address, Inst &inst) {
+  bool symbol(const std::string &name, int64_t &address) {
     if (auto it = params.find(name); it != params.end()) {
       address = it->second;
       return true;
@@ -599,7 +664,6 @@ private:
       address = it->second;
       return true;
     }
-    (void)inst;
     return fail("unknown symbol '" + name + "'");
   }
 
@@ -699,12 +763,13 @@ private:
                           (!load && data.kind == Operand::Imm);
       if (!ok)
         return fail("'" + opcode + "' needs " +
-                    (inst.vec > 1 ? "{" + std::to_string(inst.vec) +
-                                        " registers}"
-                                  : std::string("a register")));
+                    (inst.vec > 1
+                         ? "{" + std::to_string(inst.vec) + " registers}"
+                         : std::string("a register")));
     }
     if (inst.op == Op::Bra && inst.ops[0].kind != Operand::Label)
-      return fail("'" + opcode + "' needs a label (indirect branches are not "
+      return fail("'" + opcode +
+                  "' needs a label (indirect branches are not "
                   "emulated)");
     for (size_t i = 1; i < inst.ops.size(); ++i)
       if (inst.op != Op::Mma && inst.op != Op::Mov && inst.op != Op::St &&
@@ -729,18 +794,18 @@ private:
         start = i + 1;
       }
     static const std::unordered_map<std::string, Op> ops = {
-        {"mov", Op::Mov},     {"ld", Op::Ld},       {"st", Op::St},
-        {"add", Op::Add},     {"sub", Op::Sub},     {"mul", Op::Mul},
-        {"mad", Op::Mad},     {"fma", Op::Fma},     {"div", Op::Div},
-        {"rem", Op::Rem},     {"min", Op::Min},     {"max", Op::Max},
-        {"neg", Op::Neg},     {"abs", Op::Abs},     {"not", Op::Not},
-        {"and", Op::And},     {"or", Op::Or},       {"xor", Op::Xor},
-        {"shl", Op::Shl},     {"shr", Op::Shr},     {"setp", Op::Setp},
-        {"selp", Op::Selp},   {"cvt", Op::Cvt},     {"cvta", Op::Cvta},
-        {"bra", Op::Bra},     {"ret", Op::Ret},     {"exit", Op::Ret},
-        {"bar", Op::Bar},     {"barrier", Op::Bar}, {"shfl", Op::Shfl},
-        {"mma", Op::Mma},     {"ex2", Op::Ex2},     {"lg2", Op::Lg2},
-        {"rcp", Op::Rcp},     {"sqrt", Op::Sqrt},   {"rsqrt", Op::Rsqrt},
+        {"mov", Op::Mov},          {"ld", Op::Ld},       {"st", Op::St},
+        {"add", Op::Add},          {"sub", Op::Sub},     {"mul", Op::Mul},
+        {"mad", Op::Mad},          {"fma", Op::Fma},     {"div", Op::Div},
+        {"rem", Op::Rem},          {"min", Op::Min},     {"max", Op::Max},
+        {"neg", Op::Neg},          {"abs", Op::Abs},     {"not", Op::Not},
+        {"and", Op::And},          {"or", Op::Or},       {"xor", Op::Xor},
+        {"shl", Op::Shl},          {"shr", Op::Shr},     {"setp", Op::Setp},
+        {"selp", Op::Selp},        {"cvt", Op::Cvt},     {"cvta", Op::Cvta},
+        {"bra", Op::Bra},          {"ret", Op::Ret},     {"exit", Op::Ret},
+        {"bar", Op::Bar},          {"barrier", Op::Bar}, {"shfl", Op::Shfl},
+        {"mma", Op::Mma},          {"ex2", Op::Ex2},     {"lg2", Op::Lg2},
+        {"rcp", Op::Rcp},          {"sqrt", Op::Sqrt},   {"rsqrt", Op::Rsqrt},
         {"copysign", Op::Copysign}};
     auto it = ops.find(parts[0]);
     if (it == ops.end())
@@ -861,8 +926,7 @@ private:
     if (inst.op == Op::Cvta && (!toSpace || inst.space != Space::Global))
       return fail("unsupported instruction '" + opcode +
                   "' (generic addresses other than global ones)");
-    bool typed = inst.op != Op::Bra && inst.op != Op::Ret &&
-                 inst.op != Op::Bar;
+    bool typed = inst.op != Op::Bra && inst.op != Op::Ret && inst.op != Op::Bar;
     if (typed && types == 0)
       return fail("'" + opcode + "' has no type");
     if (inst.op == Op::Cvt && types != 2)
@@ -890,14 +954,20 @@ private:
 struct Memory {
   std::map<uint64_t, size_t> allocations; // base -> size
 
-  /// The allocation holding [address, address + bytes), or false.
-  bool contains(uint64_t address, uint64_t bytes) const {
+  /// The allocation (base, size) holding [address, address + bytes), or
+  /// null.
+  const std::pair<const uint64_t, size_t> *find(uint64_t address,
+                                                uint64_t bytes) const {
     auto it = allocations.upper_bound(address);
     if (it == allocations.begin())
-      return false;
+      return nullptr;
     --it;
-    return address - it->first + bytes <= it->second &&
-           address >= it->first;
+    return address >= it->first && address - it->first + bytes <= it->second
+               ? &*it
+               : nullptr;
+  }
+  bool contains(uint64_t address, uint64_t bytes) const {
+    return find(address, bytes) != nullptr;
   }
   /// Whether `address` lies in some allocation.
   bool isDevice(uint64_t address) const { return contains(address, 1); }
@@ -948,8 +1018,7 @@ int64_t signExtend(uint64_t v, unsigned bits) {
   return static_cast<int64_t>((v ^ m) - m);
 }
 float flush(float f, bool ftz) {
-  return ftz && std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f)
-                                                    : f;
+  return ftz && std::fpclassify(f) == FP_SUBNORMAL ? std::copysign(0.0f, f) : f;
 }
 uint16_t toBf16(float f) {
   uint32_t u = static_cast<uint32_t>(bitsOf(f));
@@ -981,6 +1050,17 @@ private:
 struct KernelStats {
   uint64_t launches = 0, threads = 0, instructions = 0;
   uint64_t globalRead = 0, globalWritten = 0, vectorAccesses = 0, mmas = 0;
+
+  KernelStats &operator+=(const KernelStats &o) {
+    launches += o.launches;
+    threads += o.threads;
+    instructions += o.instructions;
+    globalRead += o.globalRead;
+    globalWritten += o.globalWritten;
+    vectorAccesses += o.vectorAccesses;
+    mmas += o.mmas;
+    return *this;
+  }
 };
 
 class Launch {
@@ -1000,8 +1080,8 @@ public:
   /// Runs every block; returns a driver error code.
   int run() {
     stats.launches = 1;
-    stats.threads = uint64_t(grid[0]) * grid[1] * grid[2] * block[0] *
-                    block[1] * block[2];
+    stats.threads =
+        uint64_t(grid[0]) * grid[1] * grid[2] * block[0] * block[1] * block[2];
     unsigned n = block[0] * block[1] * block[2];
     threads.resize(n);
     shared.assign(f.sharedBytes, 0xff);
@@ -1120,8 +1200,7 @@ private:
         continue;
       uint32_t group = 0;
       for (unsigned j = i; j < last; ++j)
-        if (threads[j].status == Status::AtWarpOp &&
-            threads[j].pc == leader.pc)
+        if (threads[j].status == Status::AtWarpOp && threads[j].pc == leader.pc)
           group |= 1u << (j - first);
       const Inst &inst = f.code[leader.pc];
       int e = inst.op == Op::Mma ? mma(inst, first, group)
@@ -1305,7 +1384,8 @@ private:
   uint8_t *locate(Thread &t, Space space, uint64_t address, unsigned bytes,
                   bool store) {
     if (address % bytes != 0) {
-      fault(t, kMisalignedAddress, "%s of %u bytes at misaligned address 0x%llx",
+      fault(t, kMisalignedAddress,
+            "%s of %u bytes at misaligned address 0x%llx",
             store ? "store" : "load", bytes,
             static_cast<unsigned long long>(address));
       return nullptr;
@@ -1316,16 +1396,10 @@ private:
       stats.vectorAccesses += bytes > 8;
       if (address - lastBase + bytes <= lastSize && address >= lastBase)
         return reinterpret_cast<uint8_t *>(address);
-      {
-        auto it = memory.allocations.upper_bound(address);
-        if (it != memory.allocations.begin()) {
-          --it;
-          if (address >= it->first && address - it->first + bytes <= it->second) {
-            lastBase = it->first;
-            lastSize = it->second;
-            return reinterpret_cast<uint8_t *>(address);
-          }
-        }
+      if (const auto *hit = memory.find(address, bytes)) {
+        lastBase = hit->first;
+        lastSize = hit->second;
+        return reinterpret_cast<uint8_t *>(address);
       }
       fault(t, kIllegalAddress,
             "global %s of %u bytes at 0x%llx, outside every allocation",
@@ -1402,8 +1476,8 @@ private:
     return true;
   }
 
-  static bool compareInt(Cmp c, int64_t a, int64_t b, uint64_t ua,
-                         uint64_t ub, bool isSigned) {
+  static bool compareInt(Cmp c, int64_t a, int64_t b, uint64_t ua, uint64_t ub,
+                         bool isSigned) {
     switch (c) {
     case Cmp::Eq:
       return ua == ub;
@@ -1476,7 +1550,7 @@ private:
       v = bitsOf(f);
     }
     if (d.kind == 'h') {
-      float f = s.isFloat() ? asFloat(v)
+      float f = s.isFloat()    ? asFloat(v)
                 : s.isSigned() ? static_cast<float>(signExtend(v, s.bits))
                                : static_cast<float>(mask(v, s.bits));
       return toBf16(f);
@@ -1500,8 +1574,8 @@ private:
     if (d.isFloat() && s.isFloat()) {
       float f = flush(asFloat(v), in.ftz);
       if (in.round != Round::Nearest || in.approx) {
-        f = in.round == Round::Down ? std::floor(f)
-            : in.round == Round::Up ? std::ceil(f)
+        f = in.round == Round::Down   ? std::floor(f)
+            : in.round == Round::Up   ? std::ceil(f)
             : in.round == Round::Zero ? std::trunc(f)
                                       : f;
       }
@@ -1511,17 +1585,17 @@ private:
     }
     if (d.isFloat()) {
       ScopedRounding rounding(in.round);
-      volatile float f =
-          s.isSigned() ? static_cast<float>(signExtend(v, s.bits))
-                       : static_cast<float>(mask(v, s.bits));
+      volatile float f = s.isSigned()
+                             ? static_cast<float>(signExtend(v, s.bits))
+                             : static_cast<float>(mask(v, s.bits));
       return bitsOf(f);
     }
     // Float to integer: round as asked, saturate, NaN -> 0.
     float f = asFloat(v);
     if (std::isnan(f))
       return 0;
-    double x = in.round == Round::Down ? std::floor(f)
-               : in.round == Round::Up ? std::ceil(f)
+    double x = in.round == Round::Down   ? std::floor(f)
+               : in.round == Round::Up   ? std::ceil(f)
                : in.round == Round::Zero ? std::trunc(f)
                                          : std::nearbyint(f);
     // Saturate to the destination's range; limits are powers of two, exact
@@ -1609,7 +1683,8 @@ private:
           if (store) {
             uint64_t v = data.kind == Operand::Imm
                              ? static_cast<uint64_t>(data.imm)
-                             : reg >= 0 ? t.r[reg] : 0;
+                         : reg >= 0 ? t.r[reg]
+                                    : 0;
             memcpy(p + i * size, &v, size); // little-endian host
           } else if (reg >= 0) {
             uint64_t v = 0;
@@ -1633,8 +1708,8 @@ private:
         uint64_t x = value(t, o[1], b), y = value(t, o[2], b);
         bool r = in.type.isFloat()
                      ? compareFloat(in.cmp, asFloat(x), asFloat(y))
-                     : compareInt(in.cmp, signExtend(x, b), signExtend(y, b),
-                                  x, y, in.type.isSigned());
+                     : compareInt(in.cmp, signExtend(x, b), signExtend(y, b), x,
+                                  y, in.type.isSigned());
         bool q = !r;
         if (in.combine) {
           bool c = value(t, o[3], 1) != 0;
@@ -1712,9 +1787,9 @@ private:
       }
       if (in.mode == 1) { // hi
         if (bits == 64) {
-          __int128 p = s ? static_cast<__int128>(sx) * sy
-                         : static_cast<__int128>(
-                               static_cast<unsigned __int128>(x) * y);
+          __int128 p =
+              s ? static_cast<__int128>(sx) * sy
+                : static_cast<__int128>(static_cast<unsigned __int128>(x) * y);
           return static_cast<uint64_t>(p >> 64);
         }
         return s ? static_cast<uint64_t>((sx * sy) >> bits) : (x * y) >> bits;
@@ -1742,7 +1817,8 @@ private:
       // quotient, the dividend for the remainder (documented).
       if (y == 0)
         r = in.op == Op::Div ? ~uint64_t(0) : x;
-      else if (s && sy == -1 && sx == signExtend(uint64_t(1) << (bits - 1), bits))
+      else if (s && sy == -1 &&
+               sx == signExtend(uint64_t(1) << (bits - 1), bits))
         r = in.op == Op::Div ? x : 0;
       else if (s)
         r = static_cast<uint64_t>(in.op == Op::Div ? sx / sy : sx % sy);
@@ -1775,7 +1851,9 @@ private:
 
   void floatOp(Thread &t, const Inst &in) {
     const std::vector<Operand> &o = in.ops;
-    auto arg = [&](size_t i) { return flush(asFloat(value(t, o[i], 32)), in.ftz); };
+    auto arg = [&](size_t i) {
+      return flush(asFloat(value(t, o[i], 32)), in.ftz);
+    };
     float r = 0;
     {
       ScopedRounding rounding(in.round);
@@ -1903,11 +1981,13 @@ int loadModule(Module **out, const void *image) {
   const auto *bytes = static_cast<const unsigned char *>(image);
   if (!image)
     return kInvalidValue;
-  if (bytes[0] == 0x7f && bytes[1] == 'E' && bytes[2] == 'L' && bytes[3] == 'F') {
+  if (bytes[0] == 0x7f && bytes[1] == 'E' && bytes[2] == 'L' &&
+      bytes[3] == 'F') {
     report("cannot run a cubin; compile with --device-code ptx");
     return kInvalidImage;
   }
-  if (bytes[0] == 0x50 && bytes[1] == 0xed && bytes[2] == 0x55 && bytes[3] == 0xba) {
+  if (bytes[0] == 0x50 && bytes[1] == 0xed && bytes[2] == 0x55 &&
+      bytes[3] == 0xba) {
     report("cannot run a fatbin (its PTX is compressed); compile with "
            "--device-code ptx");
     return kInvalidImage;
@@ -2026,8 +2106,8 @@ EXPORT int cuModuleLoadData(void **module, const void *image) {
   return r;
 }
 
-EXPORT int cuModuleLoadDataEx(void **module, const void *image, unsigned,
-                              int *, void **) {
+EXPORT int cuModuleLoadDataEx(void **module, const void *image, unsigned, int *,
+                              void **) {
   return cuModuleLoadData(module, image);
 }
 
@@ -2055,8 +2135,8 @@ EXPORT int cuModuleGetFunction(void **function, void *module,
   return kNotFound;
 }
 
-EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy,
-                          unsigned gz, unsigned bx, unsigned by, unsigned bz,
+EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy, unsigned gz,
+                          unsigned bx, unsigned by, unsigned bz,
                           unsigned sharedBytes, void * /*stream*/,
                           void **kernelParams, void **extra) {
   Driver &d = driver();
@@ -2078,10 +2158,10 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy,
            f->name.c_str(), gx, gy, gz, bx, by, bz);
     return kInvalidValue;
   }
-  if (f->maxThreads[0] &&
-      (bx > f->maxThreads[0] || by > f->maxThreads[1] || bz > f->maxThreads[2] ||
-       threads > uint64_t(f->maxThreads[0]) * f->maxThreads[1] *
-                     f->maxThreads[2])) {
+  if (f->maxThreads[0] && (bx > f->maxThreads[0] || by > f->maxThreads[1] ||
+                           bz > f->maxThreads[2] ||
+                           threads > uint64_t(f->maxThreads[0]) *
+                                         f->maxThreads[1] * f->maxThreads[2])) {
     report("%s: block (%u, %u, %u) exceeds .maxntid %u, %u, %u",
            f->name.c_str(), bx, by, bz, f->maxThreads[0], f->maxThreads[1],
            f->maxThreads[2]);
@@ -2093,17 +2173,8 @@ EXPORT int cuLaunchKernel(void *function, unsigned gx, unsigned gy,
            f->params[i].size);
   Launch launch(*f, d.memory, grid, block, std::move(params), d.maxSteps);
   int r = launch.run();
-  if (statsEnabled()) {
-    KernelStats &total = d.stats[f->name];
-    const KernelStats &s = launch.stats;
-    total.launches += s.launches;
-    total.threads += s.threads;
-    total.instructions += s.instructions;
-    total.globalRead += s.globalRead;
-    total.globalWritten += s.globalWritten;
-    total.vectorAccesses += s.vectorAccesses;
-    total.mmas += s.mmas;
-  }
+  if (statsEnabled())
+    d.stats[f->name] += launch.stats;
   if (r)
     d.sticky = r;
   return r;
@@ -2256,15 +2327,14 @@ EXPORT int cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
 }
 
 namespace {
-template <typename T>
-int memsetN(CUdeviceptr dst, T value, size_t count) {
+template <typename T> int memsetN(CUdeviceptr dst, T value, size_t count) {
   Driver &d = driver();
   std::lock_guard<std::mutex> g(d.lock);
   if (d.sticky)
     return d.sticky;
   if (dst % sizeof(T) != 0) {
-    report("memset of %zu-byte values at misaligned address 0x%llx",
-           sizeof(T), dst);
+    report("memset of %zu-byte values at misaligned address 0x%llx", sizeof(T),
+           dst);
     return kInvalidValue;
   }
   if (int r = checkCopy(d, dst, count * sizeof(T), true, "memset"))
@@ -2281,7 +2351,7 @@ EXPORT int cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t count,
   return memsetN<uint32_t>(dst, value, count);
 }
 
-EXPORT int cuMemsetD16Async(CUdeviceptr dst, unsigned short value,
-                            size_t count, void *) {
+EXPORT int cuMemsetD16Async(CUdeviceptr dst, unsigned short value, size_t count,
+                            void *) {
   return memsetN<uint16_t>(dst, value, count);
 }

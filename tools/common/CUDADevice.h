@@ -10,6 +10,7 @@
 #ifndef MOE_TOOLS_COMMON_CUDADEVICE_H
 #define MOE_TOOLS_COMMON_CUDADEVICE_H
 
+#include "DeviceCode.h"
 #include "moe/Compiler/Compiler.h"
 #include "moe/Compiler/LayerModule.h"
 #include "moe/Runtime/moe_cuda.h"
@@ -75,15 +76,11 @@ addDeviceCodeOption(llvm::cl::OptionCategory &category) {
       llvm::cl::init("fatbin"), llvm::cl::cat(category));
 }
 
-/// The gpu-module-to-binary format for `--device-code`; fails on other
-/// values.
+/// The gpu-module-to-binary format for `--device-code` (parseDeviceCode);
+/// fails on other values.
 inline llvm::StringRef deviceCodeFormat(llvm::StringRef deviceCode) {
-  if (deviceCode == "fatbin")
-    return "fatbin";
-  if (deviceCode == "cubin")
-    return "bin";
-  if (deviceCode == "ptx")
-    return "isa";
+  if (std::optional<llvm::StringRef> format = parseDeviceCode(deviceCode))
+    return *format;
   toolFail("--device-code must be fatbin, cubin or ptx, not '" + deviceCode +
            "'");
 }

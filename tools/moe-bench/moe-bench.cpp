@@ -211,8 +211,8 @@ BenchLayer compileForGPU(const LayerABI &abi, llvm::StringRef chip, bool mma) {
   registerCompilerDialects(registry);
   layer.context = std::make_unique<MLIRContext>(registry);
   OwningOpRef<ModuleOp> module = buildLayerModule(layer.context.get(), {abi});
-  if (llvm::Error error =
-          lowerToLLVMForNVPTX(*module, {abi}, chip, deviceCodeFormat(deviceCode), mma))
+  if (llvm::Error error = lowerToLLVMForNVPTX(
+          *module, {abi}, chip, deviceCodeFormat(deviceCode), mma))
     fail(llvm::toString(std::move(error)));
   CodegenOptions options;
   options.sharedLibraries.push_back(getCUDARuntimeLibrary().str());

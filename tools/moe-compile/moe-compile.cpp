@@ -16,6 +16,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../common/DeviceCode.h"
 #include "moe/Compiler/Compiler.h"
 #include "moe/Frontend/ModelImport.h"
 
@@ -368,7 +369,7 @@ int main(int argc, char **argv) {
     fail("--emit must be obj, ptx or cubin, not '" + emitKind + "'");
   if (emitKind != "obj" && !gpu)
     fail("--emit " + emitKind + " needs --target nvptx");
-  if (deviceCode != "fatbin" && deviceCode != "cubin" && deviceCode != "ptx")
+  if (!moe_tools::parseDeviceCode(deviceCode))
     fail("--device-code must be fatbin, cubin or ptx, not '" + deviceCode +
          "'");
   if (deviceCode.getNumOccurrences() && (!gpu || emitKind != "obj"))
@@ -415,10 +416,9 @@ int main(int argc, char **argv) {
     abis.push_back(describeLayer(spec, prefix + "_" + spec.name));
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
   if (gpu) {
-    llvm::StringRef kind = emitKind == "obj" ? deviceCode : emitKind;
-    llvm::StringRef format = kind == "ptx"     ? "isa"
-                             : kind == "cubin" ? "bin"
-                                               : "fatbin";
+    // --emit ptx and cubin name device code as --device-code does.
+    llvm::StringRef format = *moe_tools::parseDeviceCode(
+        emitKind == "obj" ? llvm::StringRef(deviceCode) : emitKind);
     if (llvm::Error error =
             lowerToLLVMForNVPTX(*module, abis, chip, format, mma))
       fail(llvm::toString(std::move(error)));

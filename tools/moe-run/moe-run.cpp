@@ -149,8 +149,7 @@ LayerCalls makeCalls(const LayerABI &abi, const LayerWeights &w,
             DeviceBuffer out(nullptr, std::max<int64_t>(batch.num_tokens, 0) *
                                           hidden * sizeof(float));
             int32_t status = checkDeviceStatus(
-                forward(weights->table.data(), &d, (float *)out.get()),
-                symbol);
+                forward(weights->table.data(), &d, (float *)out.get()), symbol);
             if (status >= 0)
               out.copyTo(y);
             return status;
@@ -516,8 +515,8 @@ int main(int argc, char **argv) {
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, abis);
   auto compileStart = std::chrono::steady_clock::now();
   if (onGPU()) {
-    if (llvm::Error error =
-            lowerToLLVMForNVPTX(*module, abis, chip, deviceCodeFormat(deviceCode), mma))
+    if (llvm::Error error = lowerToLLVMForNVPTX(
+            *module, abis, chip, deviceCodeFormat(deviceCode), mma))
       fail(llvm::toString(std::move(error)));
   } else if (llvm::Error error =
                  lowerToLLVM(*module, abis,

@@ -2657,9 +2657,9 @@ SmallVector<Value> emitDecodeVectors(Emitter &k, Value x, Value w, Value e,
 /// ..., offsets[e]), 0, numRows), hi = clamp(offsets[e + 1], lo, numRows).
 /// One warp computes it: lane l takes the maximum of offsets l, l + 32, ...
 /// (indices above e read offsets[e]), then a butterfly of shuffles gives
-/// every lane the whole maximum: E / 32 loads and 5 shuffles per thread instead of a sequential
-/// pass over the experts before e (which, with 64 experts, cost more
-/// instructions than the decode kernel's arithmetic).
+/// every lane the whole maximum: E / 32 loads and 5 shuffles per thread
+/// instead of a sequential pass over the experts before e (which, with 64
+/// experts, cost more instructions than the decode kernel's arithmetic).
 std::pair<Value, Value> warpExpertRange(Emitter &k, Value offsets, Value e,
                                         Value lane, Value numRows,
                                         int64_t numExperts) {
@@ -2673,9 +2673,9 @@ std::pair<Value, Value> warpExpertRange(Emitter &k, Value offsets, Value e,
     m = k.maxI(m, v);
   }
   for (int32_t offset = 16; offset >= 1; offset /= 2)
-    m = k.maxI(m, gpu::ShuffleOp::create(k.b, m, offset, 32,
-                                         gpu::ShuffleMode::XOR)
-                      .getShuffleResult());
+    m = k.maxI(m,
+               gpu::ShuffleOp::create(k.b, m, offset, 32, gpu::ShuffleMode::XOR)
+                   .getShuffleResult());
   Value lo = k.clampIndex(m, k.idx(0), numRows);
   Value hi = k.clampIndex(k.load(offsets, {k.add(e, one)}), lo, numRows);
   return {lo, hi};
@@ -2719,15 +2719,15 @@ void buildGroupedMatmulLauncher(func::FuncOp fn, DictionaryAttr config) {
   // r / tile + 1, so there are at most ceil(numRows / tile) plus as many as
   // experts can have that many rows: at most numRows / (kGpuDecodeRows + 1).
   // (Sized by E alone, a decode batch launched E row tiles of blocks that
-  // each searched all experts to find no work.)
-  // At least one, as for the columns: an empty grid is a launch error.
+  // each searched all experts to find no work.) At least one, as for the
+  // columns: an empty grid is a launch error.
   Value rowTiles = arith::MaxUIOp::create(
       fb,
-      em.add(ceilDiv(em, numRows, tile),
-             arith::MinUIOp::create(
-                 fb, E,
-                 arith::DivUIOp::create(fb, numRows,
-                                        em.idx(kGpuDecodeRows + 1)))),
+      em.add(
+          ceilDiv(em, numRows, tile),
+          arith::MinUIOp::create(
+              fb, E,
+              arith::DivUIOp::create(fb, numRows, em.idx(kGpuDecodeRows + 1)))),
       one);
   {
     MLIRContext *ctx = fb.getContext();
