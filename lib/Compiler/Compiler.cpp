@@ -45,6 +45,8 @@
 #include <vector>
 
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 using namespace mlir;
 using namespace mlir::moe;
@@ -445,11 +447,18 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
                                              ArrayRef<LayerABI> layers,
                                              bool cachingAllocator, bool openmp,
                                              StringRef targetCPU,
-                                             StringRef schedule) {
+                                             StringRef schedule,
+                                             bool runsInThisProcess) {
   registerPassesOnce();
   llvm::Expected<CPUFeatures> features = getCPUFeatures(targetCPU);
   if (!features)
     return features.takeError();
+  // Code for this process asks for AMX tiles now, and does without them
+  // when they are refused.
+  bool amx = features->amxBF16;
+  bool amxRuntimeCheck = !runsInThisProcess;
+  if (amx && runsInThisProcess)
+    amx = requestAMXTiles();
   MLIRContext *ctx = module.getContext();
   DiagnosticCollector diagnostics(ctx);
   PassManager pm(ctx, ModuleOp::getOperationName());
@@ -457,11 +466,13 @@ llvm::Error mlir::moe::compiler::lowerToLLVM(ModuleOp module,
   llvm::raw_string_ostream pipelineStream(pipelineErrors);
   if (failed(buildMoECPUPipeline(
           pm, cachingAllocator, openmp, features->bf16Dot,
-          CPUTargetModel{{features->vectorBits, features->vectorRegisters},
-                         features->lastLevelCacheBytes,
-                         features->l2CacheBytes,
-                         std::max<int64_t>(CPUTargetModel().columnChunks,
-                                           features->cores)},
+          CPUTargetModel{
+              {features->vectorBits, features->vectorRegisters},
+              features->lastLevelCacheBytes,
+              features->l2CacheBytes,
+              std::max<int64_t>(CPUTargetModel().columnChunks, features->cores),
+              amx,
+              amxRuntimeCheck},
           schedule, pipelineStream)))
     return makeError("cannot build the moe CPU pipeline: " + pipelineErrors);
   if (failed(pm.run(module)))
@@ -528,6 +539,9 @@ void initializeNativeTarget() {
   std::call_once(once, [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
+    // Inline assembly (the AMX permission request) is parsed as it is
+    // emitted.
+    llvm::InitializeNativeTargetAsmParser();
   });
 }
 
@@ -612,6 +626,17 @@ HostCaches readHostCaches() {
 
 } // namespace
 
+bool mlir::moe::compiler::requestAMXTiles() {
+#if defined(__linux__) && defined(__x86_64__)
+  // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; granting it again is a
+  // success.
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 llvm::Expected<CPUFeatures>
 mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   CodegenOptions options;
@@ -622,6 +647,7 @@ mlir::moe::compiler::getCPUFeatures(StringRef targetCPU) {
   const llvm::MCSubtargetInfo *info = (*machine)->getMCSubtargetInfo();
   CPUFeatures features;
   features.bf16Dot = info->checkFeatures("+avx512bf16");
+  features.amxBF16 = info->checkFeatures("+amx-tile,+amx-bf16");
   if (info->checkFeatures("+avx512f")) {
     features.vectorBits = 512;
     features.vectorRegisters = 32;

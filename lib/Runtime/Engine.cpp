@@ -62,7 +62,8 @@ llvm::Expected<void *> jitCompile(ModuleOp module,
                                   std::unique_ptr<compiler::JitModule> &jit) {
   if (llvm::Error e = compiler::lowerToLLVM(
           module, {abi}, kernel.cachingAllocator,
-          /*openmp=*/true, kernel.targetCPU, kernel.schedule))
+          /*openmp=*/true, kernel.targetCPU, kernel.schedule,
+          /*runsInThisProcess=*/true))
     return std::move(e);
   compiler::CodegenOptions codegen;
   codegen.targetCPU = kernel.targetCPU;

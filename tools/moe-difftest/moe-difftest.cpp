@@ -61,6 +61,17 @@ static constexpr const char *kFamilies[] = {
     "topk-capacity",      "top-p",
     "expert-choice",      "hash",
     "topk-sigmoid",       "balanced"};
+static cl::opt<bool> wide(
+    "wide",
+    cl::desc("Draw wider layers with fewer experts and more tokens (hidden "
+             "and ffn mostly multiples of 32 up to 160, 1 to 8 experts, up "
+             "to 200 tokens), so that the expert GEMMs take the panel "
+             "kernels, AMX tiles included where the CPU has them"));
+static cl::opt<bool> askAtRunTime(
+    "amx-at-run-time",
+    cl::desc("Compile as for another process: the code asks the operating "
+             "system for AMX tiles at every call and keeps the AVX-512 "
+             "kernel for a refusal (as moe-compile's objects do)"));
 static cl::opt<std::string>
     family("family",
            cl::desc("Draw every config from this routing family (a name of "
@@ -111,6 +122,17 @@ public:
     s.hidden = uniform(1, 40);
     s.ffn = uniform(1, 40);
     s.numExperts = uniform(1, 64);
+    if (wide) {
+      // Multiples of 32 are the depths the AMX kernel takes; the others
+      // (and widths that are no multiple of its tiles) test its fallback
+      // and its shifted last tile.
+      auto dim = [&] {
+        return coin(0.75) ? 32 * uniform(1, 5) : uniform(16, 160);
+      };
+      s.hidden = dim();
+      s.ffn = dim();
+      s.numExperts = uniform(1, 8);
+    }
     s.activation = static_cast<ExpertActivation>(uniform(0, 2));
     int64_t E = s.numExperts;
     switch (familyIndex >= 0 ? unsigned(familyIndex) : index % 10) {
@@ -202,6 +224,7 @@ public:
     int64_t t = index % 7 == 0   ? 0
                 : index % 7 == 1 ? 1
                 : index % 7 == 2 ? uniform(41, 96)
+                : wide           ? uniform(16, 200)
                                  : uniform(2, 40);
     if (r.capacity.enabled && r.capacity.group == CapacityGroupKind::Sequence) {
       s.sequenceLength = uniform(1, 8);
@@ -347,7 +370,8 @@ std::string runCase(MLIRContext &context, const Case &c) {
   LayerABI abi = describeLayer(spec, "diff_" + spec.name);
   OwningOpRef<ModuleOp> module = buildLayerModule(&context, {abi});
   if (llvm::Error error = lowerToLLVM(*module, {abi}, /*cachingAllocator=*/true,
-                                      /*openmp=*/true, targetCPU, schedule))
+                                      /*openmp=*/true, targetCPU, schedule,
+                                      /*runsInThisProcess=*/!askAtRunTime))
     return "compile: " + llvm::toString(std::move(error));
   CodegenOptions codegen;
   codegen.targetCPU = targetCPU;

@@ -521,7 +521,8 @@ int main(int argc, char **argv) {
   } else if (llvm::Error error =
                  lowerToLLVM(*module, abis,
                              /*cachingAllocator=*/true,
-                             /*openmp=*/true, targetCPU, schedule)) {
+                             /*openmp=*/true, targetCPU, schedule,
+                             /*runsInThisProcess=*/true)) {
     fail(llvm::toString(std::move(error)));
   }
   Entries entries = compile(*module, abis);

@@ -47,15 +47,27 @@ void registerCompilerDialects(DialectRegistry &registry);
 /// the CPU has them, and the grouped_matmul register tile its vector
 /// registers hold (chooseCPUTile, for each op). A non-empty `schedule` is a
 /// transform-dialect file run on the expanded ops before they are lowered
-/// (getMoECPUPipeline).
+/// (getMoECPUPipeline). `runsInThisProcess` says the code will run in this
+/// process (a JIT): AMX tiles are then requested from the operating system
+/// now, and the code neither asks again nor keeps the AVX-512 kernel for
+/// a refusal (without it, the code asks once per call and falls back).
 llvm::Error lowerToLLVM(ModuleOp module, llvm::ArrayRef<LayerABI> layers,
                         bool cachingAllocator = true, bool openmp = true,
                         llvm::StringRef targetCPU = "native",
-                        llvm::StringRef schedule = "");
+                        llvm::StringRef schedule = "",
+                        bool runsInThisProcess = false);
+/// Asks Linux to let this process use AMX tile data (arch_prctl
+/// ARCH_REQ_XCOMP_PERM); true when it is granted. False on other systems.
+bool requestAMXTiles();
 /// What the CPU lowering asks of a target CPU.
 struct CPUFeatures {
   /// AVX-512 BF16 dot products (vdpbf16ps).
   bool bf16Dot = false;
+  /// AMX tiles with bf16 multiplies (amx-tile and amx-bf16): the grouped
+  /// matmuls of bf16 weights use them for experts of many rows where the
+  /// operating system grants them at run time (docs/design.md, "AMX
+  /// tiles").
+  bool amxBF16 = false;
   /// The widest vector registers (512 with AVX-512F, 256 with AVX, else
   /// 128) and how many there are.
   unsigned vectorBits = 128;

@@ -30,6 +30,7 @@
 #include "moe/Dialect/MoE/IR/MoEOps.h"
 #include "moe/Dialect/MoE/Transforms/Passes.h"
 
+#include "mlir/Dialect/AMX/AMXDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Bufferization/IR/Bufferization.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -51,6 +52,7 @@
 
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <tuple>
 
 namespace mlir::moe {
@@ -1499,6 +1501,65 @@ GroupedMatmulOperands getGroupedMatmulOperands(Emitter &em,
   return o;
 }
 
+/// Stores rows [vbase, vbase + 16) of a tile of output columns tileStart,
+/// tileStart + 1, ..., given one vector of the 16 rows per column:
+/// transposed in registers, then each row below `hi` is one masked store of
+/// the columns in [ownLo, ownHi).
+void storeTileRows(Emitter &em, Value out, Value vbase, Value hi,
+                   Value tileStart, Value ownLo, Value ownHi,
+                   ArrayRef<Value> columns) {
+  ImplicitLocOpBuilder &b = em.b;
+  int64_t numCols = columns.size();
+  auto colsType = VectorType::get({numCols}, b.getIndexType());
+  Value cols = em.add(vector::BroadcastOp::create(b, colsType, tileStart),
+                      vector::StepOp::create(b, colsType));
+  auto cmp = [&](arith::CmpIPredicate p, Value bound) {
+    return arith::CmpIOp::create(
+        b, p, cols, vector::BroadcastOp::create(b, colsType, bound));
+  };
+  Value owned = em.andI(cmp(arith::CmpIPredicate::sge, ownLo),
+                        cmp(arith::CmpIPredicate::slt, ownHi));
+  auto blockType = VectorType::get({numCols, kLanes}, b.getF32Type());
+  Value block = em.f32Like(blockType, 0.0);
+  for (int64_t i = 0; i < numCols; ++i)
+    block =
+        vector::InsertOp::create(b, columns[i], block, ArrayRef<int64_t>{i});
+  Value rows = vector::TransposeOp::create(b, block, {1, 0});
+  for (int64_t l = 0; l < kLanes; ++l) {
+    Value row = em.add(vbase, em.idx(l));
+    em.ifThen(em.lt(row, hi), [&] {
+      vector::MaskedStoreOp::create(
+          b, out, ValueRange{row, tileStart}, owned,
+          vector::ExtractOp::create(b, rows, ArrayRef<int64_t>{l}));
+    });
+  }
+}
+
+/// Whether Linux lets this process use AMX tile data: asks for it
+/// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), which succeeds
+/// again once granted). A raw syscall, so the generated code needs no libc
+/// wrapper; the answer is per process, for all its threads.
+Value requestAMXTiles(Emitter &em) {
+  ImplicitLocOpBuilder &b = em.b;
+  Type i64 = b.getI64Type();
+  auto constant = [&](int64_t v) {
+    return arith::ConstantIntOp::create(b, i64, v).getResult();
+  };
+  constexpr int64_t kSysArchPrctl = 158, kReqXcompPerm = 0x1023,
+                    kXfeatureXtiledata = 18;
+  auto call = LLVM::InlineAsmOp::create(
+      b, i64,
+      ValueRange{constant(kSysArchPrctl), constant(kReqXcompPerm),
+                 constant(kXfeatureXtiledata)},
+      "syscall",
+      "={rax},{rax},{rdi},{rsi},~{rcx},~{r11},~{memory},~{dirflag},~{fpsr},~{"
+      "flags}",
+      /*has_side_effects=*/true, /*is_align_stack=*/false,
+      LLVM::tailcallkind::TailCallKind::None, LLVM::AsmDialectAttr(),
+      ArrayAttr());
+  return em.eq(call.getResult(0), constant(0));
+}
+
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                              bool bf16Dot,
                              const GroupedMatmulSchedule &schedule,
@@ -1732,7 +1793,34 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // expert's columns, however skewed the expert loads are. Within an item,
   // panels are taken in blocks that stay in L2 while the chunk's weight
   // tiles stream past them.
+  //
+  // AMX (model.amxBF16, bf16 weights): the panels above, 32 rows of pairs
+  // of k, are what a tile multiply takes as its second operand, 16 rows of
+  // k pairs by 16 token rows; 16 weight rows of 32 values of k, read in
+  // place from the [E, N, K] layout, are its first. So an expert of at
+  // least panelMinRows rows multiplies a panel by amxCols weight rows in
+  // four tile accumulators (gate and up rows, or two blocks of 16 columns,
+  // by the panel's two halves), the whole depth at once; the results are
+  // the transposed tile, one vector of 16 rows per column, which is the
+  // AVX-512 kernel's orientation, so the same epilogue and stores follow.
+  // It needs the 32-row panels, whole 32-wide steps of k (weight tiles
+  // are not masked) and a static width of at least one tile (the last
+  // tile is shifted back as above). The code asks the operating system
+  // for the tiles once per call and takes the AVX-512 kernel when they
+  // are refused. Chunks of columns are then a multiple of both kernels'
+  // column blocks, so no AMX tile straddles two work items.
+  const int64_t amxCols = glu ? 16 : 32;
+  int64_t staticDepthK =
+      cast<RankedTensorType>(op.getInput().getType()).getDimSize(1);
+  bool amx = model.amxBF16 && bf16 && kPanelVecs == 2 &&
+             !ShapedType::isDynamic(staticDepthK) && staticDepthK > 0 &&
+             staticDepthK % 32 == 0 && !ShapedType::isDynamic(staticWidth) &&
+             staticWidth >= amxCols;
+  int64_t chunkAlign = amx ? std::lcm(outCols, amxCols) / outCols : 1;
   Value chunkBlocks = ceilDiv(colBlocks, columnChunks);
+  if (chunkAlign > 1)
+    chunkBlocks = em.mul(ceilDiv(chunkBlocks, chunkAlign), em.idx(chunkAlign));
+  Value amxReady = amx && model.amxRuntimeCheck ? requestAMXTiles(em) : Value();
   // k steps (values of k, or pairs for bf16). When a panel block would
   // hold fewer than two panels of the whole depth and the expert's weights
   // do not stay in the last-level cache, k is taken in blocks
@@ -1774,6 +1862,11 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
       em.maxI(one, arith::DivUIOp::create(b, em.idx(panelBlockBytes),
                                           em.mul(em.maxI(blockSteps, one),
                                                  em.idx(kPanelRows * 4))));
+  // AMX panel blocks: as many whole-depth panels as half the L2 holds.
+  Value amxBlockPanels =
+      em.maxI(one, arith::DivUIOp::create(
+                       b, em.idx(panelBlockBytes),
+                       em.mul(em.maxI(steps, one), em.idx(kPanelRows * 4))));
   Value partial;
   parallelLoop(em, zero, em.mul(em.idx(columnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
@@ -1800,38 +1893,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
             em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
           };
           // Rows [vbase, vbase + 16) of the tile, given one vector per output
-          // column: transposed in registers, then each row below hi is one
-          // masked store of the columns this block owns.
+          // column; the block owns the columns from c0.
           auto storeRows = [&](Value vbase, ArrayRef<Value> columns) {
-            auto colsType = VectorType::get({outCols}, b.getIndexType());
-            Value cols =
-                em.add(vector::BroadcastOp::create(b, colsType, tileStart),
-                       vector::StepOp::create(b, colsType));
-            auto cmp = [&](arith::CmpIPredicate p, Value bound) {
-              return arith::CmpIOp::create(
-                  b, p, cols, vector::BroadcastOp::create(b, colsType, bound));
-            };
-            Value owned = em.andI(cmp(arith::CmpIPredicate::sge, c0),
-                                  cmp(arith::CmpIPredicate::slt, width));
-            auto blockType = VectorType::get({outCols, kLanes}, b.getF32Type());
-            Value block = em.f32Like(blockType, 0.0);
-            for (int64_t i = 0; i < outCols; ++i)
-              block = vector::InsertOp::create(b, columns[i], block,
-                                               ArrayRef<int64_t>{i});
-            Value rows = vector::TransposeOp::create(b, block, {1, 0});
-            for (int64_t l = 0; l < kLanes; ++l) {
-              Value row = em.add(vbase, em.idx(l));
-              em.ifThen(em.lt(row, hi), [&] {
-                vector::MaskedStoreOp::create(
-                    b, out, ValueRange{row, tileStart}, owned,
-                    vector::ExtractOp::create(b, rows, ArrayRef<int64_t>{l}));
-              });
-            }
+            storeTileRows(em, out, vbase, hi, tileStart, c0, width, columns);
           };
           body(wr, storeCol, storeRows);
         };
-    em.ifThen(
-        em.ge(n, panelMinRows),
+    auto avxPanels =
         [&] {
           if (!oneDepthBlock)
             partial =
@@ -1936,6 +2004,85 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
               });
             });
           });
+        };
+    auto amxPanels = [&] {
+      Value p0 = em.load(pstart, {e});
+      Value p1 = em.load(pstart, {em.add(e, one)});
+      Value colLo = em.mul(jbLo, em.idx(outCols));
+      Value colHi = em.minI(em.mul(jbHi, em.idx(outCols)), width);
+      Value scratch = em.alloc({4, kLanes, kLanes}, b.getF32Type(), {});
+      auto operandTile = amx::TileType::get({16, 32}, bf16Type);
+      auto accTile = amx::TileType::get({16, 16}, b.getF32Type());
+      Value half = em.idx(kLanes), lastStart = em.idx(staticWidth - amxCols);
+      auto blocks = scf::ForOp::create(b, p0, p1, amxBlockPanels);
+      OpBuilder::InsertionGuard blockGuard(b);
+      b.setInsertionPoint(blocks.getBody()->getTerminator());
+      Value pm = blocks.getInductionVar();
+      Value pmHi = em.minI(em.add(pm, amxBlockPanels), p1);
+      em.loop(
+          colLo, colHi,
+          [&](Value c0) {
+            Value tileStart = em.minI(c0, lastStart);
+            Value ownHi = em.minI(em.add(c0, em.idx(amxCols)), colHi);
+            Value rowA = tileStart;
+            Value rowB =
+                glu ? em.add(tileStart, width) : em.add(tileStart, half);
+            em.loop(pm, pmHi, [&](Value p) {
+              SmallVector<Value> zeros;
+              for (int i = 0; i < 4; ++i)
+                zeros.push_back(amx::TileZeroOp::create(b, accTile));
+              SmallVector<Value> acc = em.loop(
+                  zero, steps, zeros,
+                  [&](Value kk, ValueRange c) -> SmallVector<Value> {
+                    Value k = em.mul(kk, em.idx(2));
+                    Value wa = amx::TileLoadOp::create(b, operandTile, w,
+                                                       ValueRange{e, rowA, k});
+                    Value wb = amx::TileLoadOp::create(b, operandTile, w,
+                                                       ValueRange{e, rowB, k});
+                    Value x0 = amx::TileLoadOp::create(b, operandTile, panels,
+                                                       ValueRange{p, kk, zero});
+                    Value x1 = amx::TileLoadOp::create(
+                        b, operandTile, panels,
+                        ValueRange{p, kk, em.idx(2 * kLanes)});
+                    auto mul = [&](Value a, Value x, Value into) -> Value {
+                      return amx::TileMulFOp::create(b, accTile, a, x, into);
+                    };
+                    return {mul(wa, x0, c[0]), mul(wa, x1, c[1]),
+                            mul(wb, x0, c[2]), mul(wb, x1, c[3])};
+                  },
+                  kLanes);
+              for (int64_t i = 0; i < 4; ++i)
+                amx::TileStoreOp::create(
+                    b, scratch, ValueRange{em.idx(i), zero, zero}, acc[i]);
+              Value base = em.add(lo, em.mul(em.sub(p, p0), panelRows));
+              for (int64_t v = 0; v < 2; ++v) {
+                Value vbase = em.add(base, em.idx(v * kLanes));
+                // Tile (a, v) holds columns of weight rows a (gate or the
+                // first 16, then up or the next 16) for rows vbase + m.
+                SmallVector<Value> cols;
+                for (int64_t a = 0; a < 2; ++a)
+                  for (int64_t c = 0; c < kLanes; ++c)
+                    cols.push_back(vector::LoadOp::create(
+                        b, vt, scratch,
+                        ValueRange{em.idx(2 * a + v), em.idx(c), zero}));
+                Value scale;
+                if (rowScale)
+                  scale = readVec(rowScale, ValueRange{vbase}, false);
+                storeTileRows(em, out, vbase, hi, tileStart, c0, ownHi,
+                              tileEpilogue(em, epilogue, cols, scale));
+              }
+            });
+          },
+          amxCols);
+    };
+    em.ifThen(
+        em.ge(n, panelMinRows),
+        [&] {
+          if (!amx)
+            return avxPanels();
+          if (!amxReady)
+            return amxPanels();
+          em.ifThen(amxReady, amxPanels, avxPanels);
         },
         [&] {
           // Few rows (decode): blocks of 4 rows by half a tile (6 weight
@@ -3247,6 +3394,11 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
                                  !bf16            ? TileOperands::F32
                                  : target.bf16Dot ? TileOperands::BF16Dot
                                                   : TileOperands::BF16Emulated);
+  // AMX without the AVX-512 fallback: the decode kernel's tile of 16
+  // weight rows, so that its column blocks (8 or 16 columns) divide the
+  // AMX tiles' (16 or 32) and chunks of columns split evenly.
+  if (bf16 && target.model.amxBF16 && !target.model.amxRuntimeCheck)
+    opTile = {2, 16};
   const GroupedMatmulSchedule &defaults = target.defaults;
   if (defaults.tile.panelVectors)
     opTile.panelVectors = defaults.tile.panelVectors;
@@ -3347,13 +3499,17 @@ struct MoELowerToLoopsPass
   void runOnOperation() override {
     Operation *root = getOperation();
     IRRewriter rewriter(&getContext());
-    CPUTarget target{
-        bf16Dot,
-        {{vectorBits, vectorRegisters}, llcBytes, l2Bytes, columnChunks},
-        {{panelVectors, tileColumns},
-         int64_t(depthBlock),
-         columnChunks,
-         panelMinRows}};
+    CPUTarget target{bf16Dot,
+                     {{vectorBits, vectorRegisters},
+                      llcBytes,
+                      l2Bytes,
+                      columnChunks,
+                      amxBF16,
+                      amxRuntimeCheck},
+                     {{panelVectors, tileColumns},
+                      int64_t(depthBlock),
+                      columnChunks,
+                      panelMinRows}};
     CPUTile checked{panelVectors ? panelVectors : 1,
                     tileColumns ? tileColumns : 2};
     if (!isSupportedCPUTile(checked)) {

@@ -38,7 +38,9 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
          " vector-registers=" + std::to_string(target.unit.registers) +
          " llc-bytes=" + std::to_string(target.lastLevelCacheBytes) +
          " l2-bytes=" + std::to_string(target.l2CacheBytes) +
-         " column-chunks=" + std::to_string(target.columnChunks) + "}," +
+         " column-chunks=" + std::to_string(target.columnChunks) +
+         " amx-bf16=" + (target.amxBF16 ? "1" : "0") +
+         " amx-runtime-check=" + (target.amxRuntimeCheck ? "1" : "0") + "}," +
          "moe-approximate-vector-math,"
          "canonicalize,cse," +
          kBufferize +
@@ -50,7 +52,7 @@ std::string mlir::moe::getMoECPUPipeline(bool genericAllocation, bool openmp,
                      "convert-math-to-llvm,"
                      "convert-math-to-libm,"
                      "convert-vector-to-llvm{reassociate-fp-reductions "
-                     "enable-x86vector},") +
+                     "enable-x86vector enable-amx},") +
          finalize + "convert-to-llvm,reconcile-unrealized-casts";
 }
 
@@ -212,6 +214,11 @@ struct CPUPipelineOptions : public PassPipelineOptions<CPUPipelineOptions> {
       llvm::cl::desc("Work items of an expert GEMM per expert along its "
                      "columns (at least the threads the code runs on)"),
       llvm::cl::init(moe::CPUTargetModel().columnChunks)};
+  Option<bool> amxBF16{
+      *this, "amx-bf16",
+      llvm::cl::desc("bf16 weights: AMX tiles for experts of many rows (see "
+                     "--moe-lower-to-loops=amx-bf16)"),
+      llvm::cl::init(false)};
   Option<std::string> schedule{
       *this, "schedule",
       llvm::cl::desc("transform-dialect file run on the expanded ops before "
@@ -249,7 +256,8 @@ void mlir::moe::registerMoEPipelines() {
                 {{options.vectorBits, options.vectorRegisters},
                  options.llcBytes,
                  options.l2Bytes,
-                 options.columnChunks},
+                 options.columnChunks,
+                 options.amxBF16},
                 options.schedule)))
           llvm::report_fatal_error("invalid moe-cpu-pipeline options");
       });

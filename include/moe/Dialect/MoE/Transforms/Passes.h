@@ -62,6 +62,12 @@ struct CPUTargetModel {
   int64_t lastLevelCacheBytes = int64_t(32) << 20;
   int64_t l2CacheBytes = int64_t(1) << 20;
   int64_t columnChunks = 4;
+  /// AMX-BF16 tiles (tdpbf16ps) for bf16 expert weights.
+  bool amxBF16 = false;
+  /// With amxBF16: the code asks the operating system for the tiles once
+  /// per call and keeps the AVX-512 kernel for a refusal; without, it
+  /// assumes they were granted (a JIT that asked in its own process).
+  bool amxRuntimeCheck = true;
 };
 
 /// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile

@@ -100,6 +100,19 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "bf16 weights: use AVX-512 BF16 dot products (vdpbf16ps); "
            "without it they are computed by f32 FMAs with the same result "
            "(denormals aside)">,
+    Option<"amxBF16", "amx-bf16", "bool", /*default=*/"false",
+           "bf16 weights: experts of at least panel-min-rows rows multiply "
+           "on AMX tiles (tdpbf16ps) where the code finds the operating "
+           "system grants them at run time, the AVX-512 panel kernel "
+           "otherwise; needs 32-row panels, a static depth that is a "
+           "multiple of 32 and a static width of at least 16 (silu_glu) "
+           "or 32 columns (docs/design.md, \"AMX tiles\")">,
+    Option<"amxRuntimeCheck", "amx-runtime-check", "bool",
+           /*default=*/"true",
+           "With amx-bf16: ask the operating system for the tiles once per "
+           "call (arch_prctl) and keep the AVX-512 kernel for a refusal; "
+           "without, the code assumes they are granted (a JIT that asked "
+           "in its own process)">,
     Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"512",
            "Width of the target's vector registers, for the tile cost "
            "model">,
@@ -157,7 +170,9 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
     "::mlir::scf::SCFDialect",
     "::mlir::tensor::TensorDialect",
     "::mlir::vector::VectorDialect",
-    "::mlir::x86vector::X86VectorDialect"
+    "::mlir::x86vector::X86VectorDialect",
+    "::mlir::amx::AMXDialect",
+    "::mlir::LLVM::LLVMDialect"
   ];
 }
 
