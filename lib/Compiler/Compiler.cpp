@@ -628,10 +628,8 @@ HostCaches readHostCaches() {
 
 bool mlir::moe::compiler::requestAMXTiles() {
 #if defined(__linux__) && defined(__x86_64__)
-  // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; granting it again is a
-  // success.
-  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+  // Granting it again is a success.
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 #else
   return false;
 #endif

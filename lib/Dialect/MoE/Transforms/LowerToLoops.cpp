@@ -1539,17 +1539,16 @@ void storeTileRows(Emitter &em, Value out, Value vbase, Value hi,
 /// (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), which succeeds
 /// again once granted). A raw syscall, so the generated code needs no libc
 /// wrapper; the answer is per process, for all its threads.
-Value requestAMXTiles(Emitter &em) {
+Value emitAMXTilesRequest(Emitter &em) {
   ImplicitLocOpBuilder &b = em.b;
   Type i64 = b.getI64Type();
   auto constant = [&](int64_t v) {
     return arith::ConstantIntOp::create(b, i64, v).getResult();
   };
-  constexpr int64_t kSysArchPrctl = 158, kReqXcompPerm = 0x1023,
-                    kXfeatureXtiledata = 18;
+  constexpr int64_t kSysArchPrctl = 158; // x86-64 Linux
   auto call = LLVM::InlineAsmOp::create(
       b, i64,
-      ValueRange{constant(kSysArchPrctl), constant(kReqXcompPerm),
+      ValueRange{constant(kSysArchPrctl), constant(kArchReqXcompPerm),
                  constant(kXfeatureXtiledata)},
       "syscall",
       "={rax},{rax},{rdi},{rsi},~{rcx},~{r11},~{memory},~{dirflag},~{fpsr},~{"
@@ -1805,22 +1804,24 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   // AVX-512 kernel's orientation, so the same epilogue and stores follow.
   // It needs the 32-row panels, whole 32-wide steps of k (weight tiles
   // are not masked) and a static width of at least one tile (the last
-  // tile is shifted back as above). The code asks the operating system
-  // for the tiles once per call and takes the AVX-512 kernel when they
-  // are refused. Chunks of columns are then a multiple of both kernels'
-  // column blocks, so no AMX tile straddles two work items.
+  // tile is shifted back as above). With model.amxRuntimeCheck the code
+  // asks the operating system for the tiles once per call and takes the
+  // AVX-512 kernel when they are refused; otherwise the compiler asked in
+  // the process that runs the code. Chunks of columns are then a multiple of
+  // both kernels' column blocks, so no AMX tile straddles two work items.
   const int64_t amxCols = glu ? 16 : 32;
-  int64_t staticDepthK =
+  int64_t staticDepth =
       cast<RankedTensorType>(op.getInput().getType()).getDimSize(1);
   bool amx = model.amxBF16 && bf16 && kPanelVecs == 2 &&
-             !ShapedType::isDynamic(staticDepthK) && staticDepthK > 0 &&
-             staticDepthK % 32 == 0 && !ShapedType::isDynamic(staticWidth) &&
+             !ShapedType::isDynamic(staticDepth) && staticDepth > 0 &&
+             staticDepth % 32 == 0 && !ShapedType::isDynamic(staticWidth) &&
              staticWidth >= amxCols;
   int64_t chunkAlign = amx ? std::lcm(outCols, amxCols) / outCols : 1;
   Value chunkBlocks = ceilDiv(colBlocks, columnChunks);
   if (chunkAlign > 1)
     chunkBlocks = em.mul(ceilDiv(chunkBlocks, chunkAlign), em.idx(chunkAlign));
-  Value amxReady = amx && model.amxRuntimeCheck ? requestAMXTiles(em) : Value();
+  Value amxReady =
+      amx && model.amxRuntimeCheck ? emitAMXTilesRequest(em) : Value();
   // k steps (values of k, or pairs for bf16). When a panel block would
   // hold fewer than two panels of the whole depth and the expert's weights
   // do not stay in the last-level cache, k is taken in blocks
@@ -1840,8 +1841,6 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   int64_t wholeSteps =
       depthBlock ? depthBlock
                  : std::max<int64_t>(panelBlockBytes / (2 * kPanelRows * 4), 1);
-  int64_t staticDepth =
-      cast<RankedTensorType>(op.getInput().getType()).getDimSize(1);
   auto weightType = cast<RankedTensorType>(op.getWeight().getType());
   int64_t expertWeightBytes =
       weightType.hasStaticShape()
@@ -1858,15 +1857,16 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     depthBlocks = em.select(blocked, ceilDiv(steps, blockStepsC), one);
     lastDepthBlock = em.sub(depthBlocks, one);
   }
-  Value blockPanels =
-      em.maxI(one, arith::DivUIOp::create(b, em.idx(panelBlockBytes),
-                                          em.mul(em.maxI(blockSteps, one),
+  // Panels of `stepsPerPanel` k steps in half the L2: the AVX-512 kernel's
+  // blocks of k, the AMX kernel's whole depth.
+  auto panelsPerBlock = [&](Value stepsPerPanel) -> Value {
+    return em.maxI(one,
+                   arith::DivUIOp::create(b, em.idx(panelBlockBytes),
+                                          em.mul(em.maxI(stepsPerPanel, one),
                                                  em.idx(kPanelRows * 4))));
-  // AMX panel blocks: as many whole-depth panels as half the L2 holds.
-  Value amxBlockPanels =
-      em.maxI(one, arith::DivUIOp::create(
-                       b, em.idx(panelBlockBytes),
-                       em.mul(em.maxI(steps, one), em.idx(kPanelRows * 4))));
+  };
+  Value blockPanels = panelsPerBlock(blockSteps);
+  Value amxBlockPanels = panelsPerBlock(steps);
   Value partial;
   parallelLoop(em, zero, em.mul(em.idx(columnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);

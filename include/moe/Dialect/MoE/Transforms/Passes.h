@@ -70,6 +70,11 @@ struct CPUTargetModel {
   bool amxRuntimeCheck = true;
 };
 
+/// Linux's request for AMX tile data (arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)), made by the compiler for a JIT and by generated
+/// code compiled with amxRuntimeCheck.
+constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+
 /// The cost model's tile for `unit` and `operands` (docs/design.md, "Tile
 /// sizes").
 CPUTile chooseCPUTile(CPUVectorUnit unit,
