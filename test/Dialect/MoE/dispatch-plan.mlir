@@ -12,7 +12,7 @@
 // experts, then every slot's row from its block's base.
 // CHECK-LABEL: func.func @plan
 // CHECK: %[[B:.*]] = arith.ceildivui %{{.*}}, %c256 : index
-// CHECK: %[[RANKS:.*]] = memref.alloc(%[[B]]) : memref<?x8xi32>
+// CHECK: %[[RANKS:.*]] = memref.alloc(%[[B]]) {alignment = 64 : i64} : memref<?x8xi32>
 // CHECK: scf.parallel (%[[BLK:.*]]) = (%{{.*}}) to (%[[B]]) step
 // CHECK:   scf.for %{{.*}} = %{{.*}} to %{{.*}} step
 // CHECK:     scf.for %{{.*}} = %{{.*}} to %{{.*}} step

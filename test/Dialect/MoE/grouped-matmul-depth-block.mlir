@@ -22,7 +22,7 @@
 // DEFAULT:       arith.constant 524288 : index
 // DEFAULT:       scf.parallel
 // DEFAULT:         scf.if
-// DEFAULT:           %[[PARTIAL:.*]] = memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// DEFAULT:           %[[PARTIAL:.*]] = memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x24x16xf32>
 // DEFAULT:       scf.for %[[KB:.*]] = %c0{{.*}} to
 // DEFAULT:         arith.cmpi eq, %[[KB]], %c0
 // DEFAULT:         scf.if {{.*}} -> (vector<16xf32>
@@ -53,7 +53,7 @@ func.func @deep(%x: tensor<?x4096xf32>, %w: tensor<4x2048x4096xf32>,
 // DEFAULT-NOT:   memref<?x?x24x16xf32>
 // DEFAULT:       return
 // SMALL-LLC-LABEL: func.func @cached
-// SMALL-LLC:       memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// SMALL-LLC:       memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x24x16xf32>
 // SMALL-LLC:       return
 func.func @cached(%x: tensor<?x4096xf32>, %w: tensor<4x1024x4096xf32>,
                   %offsets: tensor<5xi32>) -> tensor<?x512xf32> {
@@ -68,7 +68,7 @@ func.func @cached(%x: tensor<?x4096xf32>, %w: tensor<4x1024x4096xf32>,
 // DEFAULT-NOT:   memref<?x?x24x16xf32>
 // DEFAULT:       return
 // OPTION-LABEL:  func.func @fits
-// OPTION:        memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// OPTION:        memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x24x16xf32>
 func.func @fits(%x: tensor<?x2048xf32>, %w: tensor<4x8192x2048xf32>,
                 %offsets: tensor<5xi32>) -> tensor<?x4096xf32> {
   %h = moe.grouped_matmul %x, %w, %offsets epilogue <silu_glu>
@@ -80,7 +80,7 @@ func.func @fits(%x: tensor<?x2048xf32>, %w: tensor<4x8192x2048xf32>,
 // overrides the default, here on a depth of 64 and bf16 weights (steps are
 // pairs of k): partial sums for its 2 x 12 tile.
 // DEFAULT-LABEL: func.func @own_blocks
-// DEFAULT:       memref.alloc({{.*}}) : memref<?x?x24x16xf32>
+// DEFAULT:       memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x24x16xf32>
 // OPTION-LABEL:  func.func @own_blocks
 func.func @own_blocks(%x: tensor<?x64xf32>, %w: tensor<4x48x64xbf16>,
                       %offsets: tensor<5xi32>) -> tensor<?x48xf32> {

@@ -17,7 +17,7 @@
 // tile, except for an expert's last panel when it holds at most 16 rows,
 // which takes a 1 x 12 tile instead of computing 16 zero rows.
 // DEFAULT-LABEL: func.func @glu
-// DEFAULT:       memref.alloc({{.*}}) : memref<?x?x32xf32>
+// DEFAULT:       memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x32xf32>
 // DEFAULT:       scf.if
 // DEFAULT:         vector.load %{{.*}} : memref<?x?x32xf32>, vector<16xf32>
 // DEFAULT-NOT:     vector.load %{{.*}} : memref<?x?x32xf32>
@@ -35,7 +35,7 @@
 // 256-bit registers, from the pass options or from a schedule's moe.tile:
 // 16-row panels, 6 FMAs per k, 3 gate and 3 up rows.
 // AVX2-LABEL: func.func @glu
-// AVX2:       memref.alloc({{.*}}) : memref<?x?x16xf32>
+// AVX2:       memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x16xf32>
 // AVX2:       vector.load %{{.*}} : memref<?x?x16xf32>, vector<16xf32>
 // AVX2-NOT:   vector.load %{{.*}} : memref<?x?x16xf32>
 // AVX2-COUNT-6: vector.fma
@@ -56,7 +56,7 @@ func.func @glu(%x: tensor<?x64xf32>, %w: tensor<4x256x64xf32>,
 // An op's own moe.tile overrides the pass's: 3 x 4 on 48-row panels; an
 // expert's last panel takes 1, 2 or 3 vectors, as its rows need.
 // DEFAULT-LABEL: func.func @own_tile
-// DEFAULT:       memref.alloc({{.*}}) : memref<?x?x48xf32>
+// DEFAULT:       memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?x?x48xf32>
 // DEFAULT:       arith.cmpi sge, %c16
 // DEFAULT:       scf.if
 // DEFAULT-COUNT-1: vector.load %{{.*}} : memref<?x?x48xf32>, vector<16xf32>

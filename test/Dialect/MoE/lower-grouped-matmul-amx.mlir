@@ -11,14 +11,14 @@
 // rows otherwise); four f32 accumulator tiles live through the k loop,
 // then go through a scratch buffer to the shared epilogue.
 // CHECK-LABEL: func.func @glu
-// CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?x64xbf16>
+// CHECK: memref.alloc(%{{.*}}, %{{.*}}) {alignment = 64 : i64} : memref<?x?x64xbf16>
 // CHECK: scf.parallel
 // The run-time question to the operating system (arch_prctl), unless the
 // compiler asked in the process that runs the code.
 // ASK: llvm.inline_asm has_side_effects "syscall", "={rax},{rax},{rdi},{rsi}
 // GRANTED-NOT: llvm.inline_asm
 // CHECK: scf.parallel
-// CHECK: memref.alloc() : memref<4x16x16xf32>
+// CHECK: memref.alloc() {alignment = 64 : i64} : memref<4x16x16xf32>
 // CHECK-COUNT-4: amx.tile_zero : !amx.tile<16x16xf32>
 // CHECK: scf.for {{.*}} iter_args({{.*}}) -> (!amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>, !amx.tile<16x16xf32>)
 // CHECK:   amx.tile_load %{{.*}}[%{{.*}}, %{{.*}}, %{{.*}}] : memref<4x256x64xbf16> into !amx.tile<16x32xbf16>

@@ -13,7 +13,7 @@
 // BF16 dot products; without, two f32 FMAs on the halves widened by shifts
 // and masks, and the rounding is done in integer ops.
 // CHECK-LABEL: func.func @bf16_weights
-// CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?x64xbf16>
+// CHECK: memref.alloc(%{{.*}}, %{{.*}}) {alignment = 64 : i64} : memref<?x?x64xbf16>
 // CHECK: scf.parallel
 // CHECK:   vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<32xf32>
 // HW:      arith.truncf %{{.*}} : vector<32xf32> to vector<32xbf16>

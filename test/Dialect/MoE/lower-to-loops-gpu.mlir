@@ -6,7 +6,7 @@
 // types anywhere.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: vector
-// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) : memref<?x128xf32>
+// CHECK: %[[OUT:.*]] = memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?x128xf32>
 // CHECK: call @__moe_gpu_grouped_matmul(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[OUT]]) : (memref<?x64xf32>, memref<8x256x64xf32>, memref<9xi32>, memref<?xi32>, memref<?x128xf32>) -> ()
 // CHECK: bufferization.to_tensor %[[OUT]] restrict writable
 func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,

@@ -11,8 +11,8 @@
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
-// CHECK: memref.alloc(%{{.*}}, %{{.*}}) : memref<?x?x32xf32>
-// CHECK: %[[MAP:.*]] = memref.alloc(%{{.*}}) : memref<?xindex>
+// CHECK: memref.alloc(%{{.*}}, %{{.*}}) {alignment = 64 : i64} : memref<?x?x32xf32>
+// CHECK: %[[MAP:.*]] = memref.alloc(%{{.*}}) {alignment = 64 : i64} : memref<?xindex>
 // CHECK: scf.for %{{.*}} = %c0 to %c8
 // CHECK: scf.parallel (%{{.*}}) = (%c0) to (%{{.*}})
 // CHECK:   memref.load %[[MAP]]
@@ -162,7 +162,7 @@ func.func @experts(%rows: tensor<?x64xf32>, %offsets: tensor<5xi32>, %w: tensor<
 // Balanced assignment: shortest augmenting paths (scf.while) in f64.
 // CHECK-LABEL: func.func @balanced
 // CHECK-NOT: moe.
-// CHECK: memref.alloc({{.*}}) : memref<?xf64>
+// CHECK: memref.alloc({{.*}}) {alignment = 64 : i64} : memref<?xf64>
 // CHECK: scf.while
 // CHECK: arith.negf {{.*}} : f64
 func.func @balanced(%logits: tensor<16x4xf32>) -> tensor<16x1xi32> {

@@ -201,10 +201,12 @@ public:
     return memref::DimOp::create(b, memref, d);
   }
   /// A fresh buffer of `shape` (kDynamic entries taken from `dynSizes`, in
-  /// order).
+  /// order), 64-byte aligned: panels, scratch tiles and partial sums are
+  /// read and written in whole cache lines (16-byte alignment split them:
+  /// mixtral-small bf16 T = 1024 758 -> 971 GFLOP/s).
   Value alloc(ArrayRef<int64_t> shape, Type element, ValueRange dynSizes) {
-    return memref::AllocOp::create(b, MemRefType::get(shape, element),
-                                   dynSizes);
+    return memref::AllocOp::create(b, MemRefType::get(shape, element), dynSizes,
+                                   b.getI64IntegerAttr(64));
   }
   Value allocLike(RankedTensorType type, ValueRange dynSizes) {
     return alloc(type.getShape(), type.getElementType(), dynSizes);
@@ -1559,10 +1561,35 @@ Value emitAMXTilesRequest(Emitter &em) {
   return em.eq(call.getResult(0), constant(0));
 }
 
+/// Whether the CPU lowering takes lowerGroupedMatmulFast's panel and
+/// decode kernels: f32 tokens, results and row scales, f32 or bf16 weights.
+bool takesPanelKernels(GroupedMatmulOp op) {
+  auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
+  return isF32(op.getResult()) && isF32(op.getInput()) &&
+         (isF32(op.getWeight()) ||
+          getElementTypeOrSelf(op.getWeight()).isBF16()) &&
+         isF32(op.getRowScale());
+}
+
+/// Panels of a consumer grouped matmul that a producer's epilogues write
+/// (getPanelConsumer): for each expert on the panel kernels the producer
+/// stores its output columns, one vector of 16 rows each, straight into
+/// the consumer's panels (f32 rows, or bf16 pairs of adjacent columns),
+/// where the consumer would otherwise store the rows and then pack them
+/// again; an expert on the decode kernel still gets its rows. `bf16` is
+/// the consumer's layout; the producer sets `panels`.
+struct PanelSink {
+  bool bf16 = false;
+  Value panels;
+};
+/// The consumers' panels, by consumer, while the pass lowers.
+using PanelHandoff = DenseMap<Operation *, Value>;
+
 Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                              bool bf16Dot,
                              const GroupedMatmulSchedule &schedule,
-                             const CPUTargetModel &model) {
+                             const CPUTargetModel &model, PanelSink *sink,
+                             Value givenPanels) {
   Emitter em(b);
   const CPUTile tile = schedule.tile;
   const int64_t depthBlock = schedule.depthBlock;
@@ -1628,59 +1655,70 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   Value numPanels = em.load(pstart, {E});
   // bf16 panels hold pairs: panels[p, k / 2, 2 * row + k % 2], with room
   // for whole 32-wide chunks of k (the tail is zero).
-  Value depthChunks = ceilDiv(depth, 2 * kLanes);
-  Value panels =
-      bf16 ? em.alloc(
-                 {ShapedType::kDynamic, ShapedType::kDynamic, 2 * kPanelRows},
-                 bf16Type, {numPanels, em.mul(depthChunks, em.idx(kLanes))})
-           : em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
+  auto allocPanels = [&](bool pairs, Value depth) {
+    if (!pairs)
+      return em.alloc({ShapedType::kDynamic, ShapedType::kDynamic, kPanelRows},
                       b.getF32Type(), {numPanels, depth});
+    Value depthChunks = ceilDiv(depth, 2 * kLanes);
+    return em.alloc(
+        {ShapedType::kDynamic, ShapedType::kDynamic, 2 * kPanelRows}, bf16Type,
+        {numPanels, em.mul(depthChunks, em.idx(kLanes))});
+  };
+  // The consumer's panels, when this matmul writes them (a whole number
+  // of 32-wide steps of k for pairs, so there is no zero tail to write).
+  if (sink)
+    sink->panels = allocPanels(sink->bf16, width);
+  Value panels = givenPanels ? givenPanels : allocPanels(bf16, depth);
+  Value depthChunks = ceilDiv(depth, 2 * kLanes);
   // Pack, one panel per work item (so one heavily loaded expert, such as
   // a shared expert, is packed by every thread); padding rows are zero.
-  Value panelExpert =
-      em.alloc({ShapedType::kDynamic}, b.getIndexType(), {numPanels});
-  em.loop(zero, E, [&](Value e) {
-    em.loop(em.load(pstart, {e}), em.load(pstart, {em.add(e, one)}),
-            [&](Value p) { em.store(e, panelExpert, {p}); });
-  });
-  parallelLoop(em, zero, numPanels, [&](Value p) {
-    Value e = em.load(panelExpert, {p});
-    Value lo, hi;
-    std::tie(lo, hi) = expertRows(e);
-    Value first = em.mul(em.sub(p, em.load(pstart, {e})), panelRows);
-    em.loop(zero, panelRows, [&](Value j) {
-      Value m = em.add(first, j);
-      // Padding rows (past hi) re-read the last row and store zeros.
-      Value r = em.add(lo, m);
-      Value src, valid;
-      std::tie(src, valid) = sourceRow(em.minI(r, em.sub(hi, one)));
-      valid = em.andI(valid, em.lt(r, hi));
-      if (!bf16) {
-        em.loop(zero, depth, [&](Value k) {
-          Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
-          em.store(v, panels, {p, k, j});
-        });
-        return;
-      }
-      // 32 values of k at a time, rounded to bf16 and stored as 16 pairs.
-      Value zeroWide = em.f32Like(wideVec, 0.0);
-      Value col = em.mul(j, em.idx(2));
-      em.loop(zero, depthChunks, [&](Value c) {
-        Value v = vector::TransferReadOp::create(
-            b, wideVec, x, ValueRange{src, em.mul(c, em.idx(2 * kLanes))},
-            em.f32(0.0), ArrayRef<bool>{false});
-        Value h = roundToBF16(em, em.select(valid, v, zeroWide), bf16Dot);
-        Value k2 = em.mul(c, em.idx(kLanes));
-        for (int64_t i = 0; i < kLanes; ++i) {
-          Value pair = vector::ExtractStridedSliceOp::create(
-              b, h, ArrayRef<int64_t>{2 * i}, ArrayRef<int64_t>{2},
-              ArrayRef<int64_t>{1});
-          vector::StoreOp::create(b, pair, panels,
-                                  ValueRange{p, em.add(k2, em.idx(i)), col});
+  // Given panels were written by the producer of the rows.
+  if (!givenPanels) {
+    Value panelExpert =
+        em.alloc({ShapedType::kDynamic}, b.getIndexType(), {numPanels});
+    em.loop(zero, E, [&](Value e) {
+      em.loop(em.load(pstart, {e}), em.load(pstart, {em.add(e, one)}),
+              [&](Value p) { em.store(e, panelExpert, {p}); });
+    });
+    parallelLoop(em, zero, numPanels, [&](Value p) {
+      Value e = em.load(panelExpert, {p});
+      Value lo, hi;
+      std::tie(lo, hi) = expertRows(e);
+      Value first = em.mul(em.sub(p, em.load(pstart, {e})), panelRows);
+      em.loop(zero, panelRows, [&](Value j) {
+        Value m = em.add(first, j);
+        // Padding rows (past hi) re-read the last row and store zeros.
+        Value r = em.add(lo, m);
+        Value src, valid;
+        std::tie(src, valid) = sourceRow(em.minI(r, em.sub(hi, one)));
+        valid = em.andI(valid, em.lt(r, hi));
+        if (!bf16) {
+          em.loop(zero, depth, [&](Value k) {
+            Value v = em.select(valid, em.loadF(x, {src, k}), em.f32(0.0));
+            em.store(v, panels, {p, k, j});
+          });
+          return;
         }
+        // 32 values of k at a time, rounded to bf16 and stored as 16 pairs.
+        Value zeroWide = em.f32Like(wideVec, 0.0);
+        Value col = em.mul(j, em.idx(2));
+        em.loop(zero, depthChunks, [&](Value c) {
+          Value v = vector::TransferReadOp::create(
+              b, wideVec, x, ValueRange{src, em.mul(c, em.idx(2 * kLanes))},
+              em.f32(0.0), ArrayRef<bool>{false});
+          Value h = roundToBF16(em, em.select(valid, v, zeroWide), bf16Dot);
+          Value k2 = em.mul(c, em.idx(kLanes));
+          for (int64_t i = 0; i < kLanes; ++i) {
+            Value pair = vector::ExtractStridedSliceOp::create(
+                b, h, ArrayRef<int64_t>{2 * i}, ArrayRef<int64_t>{2},
+                ArrayRef<int64_t>{1});
+            vector::StoreOp::create(b, pair, panels,
+                                    ValueRange{p, em.add(k2, em.idx(i)), col});
+          }
+        });
       });
     });
-  });
+  }
 
   // A work item's 12 weight rows: 12 consecutive rows, or 6 gate rows and
   // the 6 matching up rows. When the width is static and holds a whole
@@ -1867,6 +1905,30 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
   };
   Value blockPanels = panelsPerBlock(blockSteps);
   Value amxBlockPanels = panelsPerBlock(steps);
+  // Output columns tileStart + i, each one vector of rows [16 v, 16 v + 16)
+  // of panel p, into the consumer's panels (PanelSink): the columns in
+  // [ownLo, ownHi), as f32 or as bf16 pairs of adjacent columns (the
+  // bounds are then even, see getPanelConsumer).
+  auto sinkColumns = [&](Value p, int64_t v, Value tileStart, Value ownLo,
+                         Value ownHi, ArrayRef<Value> columns) {
+    int64_t step = sink->bf16 ? 2 : 1;
+    for (int64_t i = 0; i + step <= int64_t(columns.size()); i += step) {
+      Value c = em.add(tileStart, em.idx(i));
+      em.ifThen(em.andI(em.ge(c, ownLo), em.lt(c, ownHi)), [&] {
+        if (!sink->bf16) {
+          vector::StoreOp::create(b, columns[i], sink->panels,
+                                  ValueRange{p, c, em.idx(v * kLanes)});
+          return;
+        }
+        Value pairs =
+            vector::InterleaveOp::create(b, columns[i], columns[i + 1]);
+        vector::StoreOp::create(
+            b, roundToBF16(em, pairs, bf16Dot), sink->panels,
+            ValueRange{p, arith::DivUIOp::create(b, c, em.idx(2)),
+                       em.idx(v * 2 * kLanes)});
+      });
+    }
+  };
   Value partial;
   parallelLoop(em, zero, em.mul(em.idx(columnChunks), E), [&](Value item) {
     Value e = arith::RemUIOp::create(b, item, E);
@@ -1879,7 +1941,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     // output column i of the tile that skips the columns before c0 (they
     // belong to the previous block).
     using StoreFn = function_ref<void(int64_t, Value, Value)>;
-    using StoreRowsFn = function_ref<void(Value, ArrayRef<Value>)>;
+    using StoreRowsFn =
+        function_ref<void(Value, int64_t, Value, ArrayRef<Value>)>;
     auto withTile =
         [&](Value jb,
             function_ref<void(ArrayRef<Value>, StoreFn, StoreRowsFn)> body) {
@@ -1892,9 +1955,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
             Value owned = em.andI(em.ge(c, c0), em.lt(c, width));
             em.ifThen(owned, [&] { em.storeF(v, out, {row, c}); });
           };
-          // Rows [vbase, vbase + 16) of the tile, given one vector per output
-          // column; the block owns the columns from c0.
-          auto storeRows = [&](Value vbase, ArrayRef<Value> columns) {
+          // Rows [vbase, vbase + 16) of the tile, vector v of panel p,
+          // given one vector per output column; the block owns the columns
+          // from c0.
+          auto storeRows = [&](Value p, int64_t v, Value vbase,
+                               ArrayRef<Value> columns) {
+            if (sink)
+              return sinkColumns(p, v, tileStart, c0, width, columns);
             storeTileRows(em, out, vbase, hi, tileStart, c0, width, columns);
           };
           body(wr, storeCol, storeRows);
@@ -1975,8 +2042,15 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                     Value scale;
                     if (rowScale)
                       scale = readVec(rowScale, ValueRange{vbase}, false);
-                    storeRows(vbase, tileEpilogue(em, epilogue, cols, scale));
+                    storeRows(p, v, vbase,
+                              tileEpilogue(em, epilogue, cols, scale));
                   }
+                  // The rows of the consumer's panel past this tile's are
+                  // zero, as its own packing would leave them.
+                  if (sink)
+                    for (int64_t v = vecs; v < kPanelVecs; ++v)
+                      storeRows(p, v, Value(),
+                                SmallVector<Value>(outCols, zeroVec));
                 };
                 if (oneDepthBlock)
                   return finish();
@@ -2068,8 +2142,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                 Value scale;
                 if (rowScale)
                   scale = readVec(rowScale, ValueRange{vbase}, false);
-                storeTileRows(em, out, vbase, hi, tileStart, c0, ownHi,
-                              tileEpilogue(em, epilogue, cols, scale));
+                SmallVector<Value> results =
+                    tileEpilogue(em, epilogue, cols, scale);
+                if (sink)
+                  sinkColumns(p, v, tileStart, c0, ownHi, results);
+                else
+                  storeTileRows(em, out, vbase, hi, tileStart, c0, ownHi,
+                                results);
               }
             });
           },
@@ -2203,13 +2282,12 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
 
 Value lowerGroupedMatmul(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                          bool bf16Dot, const GroupedMatmulSchedule &schedule,
-                         const CPUTargetModel &model) {
-  auto isF32 = [](Value v) { return !v || getElementTypeOrSelf(v).isF32(); };
-  if (isF32(op.getResult()) && isF32(op.getInput()) &&
-      (isF32(op.getWeight()) ||
-       getElementTypeOrSelf(op.getWeight()).isBF16()) &&
-      isF32(op.getRowScale()))
-    return lowerGroupedMatmulFast(b, op, bf16Dot, schedule, model);
+                         const CPUTargetModel &model, PanelSink *sink,
+                         Value givenPanels) {
+  if (takesPanelKernels(op))
+    return lowerGroupedMatmulFast(b, op, bf16Dot, schedule, model, sink,
+                                  givenPanels);
+  assert(!sink && !givenPanels && "panels are the panel kernels' layout");
   Emitter em(b);
   MLIRContext *ctx = b.getContext();
   auto resultType = cast<RankedTensorType>(op.getType());
@@ -3360,33 +3438,13 @@ FailureOr<int64_t> getPositiveAttr(Operation *op, StringRef name,
   return value.getInt();
 }
 
-/// Lowers one grouped matmul for the GPU or the CPU target: the tile
-/// (the op's `moe.tile`, else the pass options, else the cost model), the
-/// blocks of k (`moe.depth_block`, else the pass option), the work items
-/// per expert (`moe.column_chunks`, else the target model's) and the
-/// decode threshold (`moe.panel_min_rows`, else the pass option) are
-/// checked here.
-FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
-                                       GroupedMatmulOp matmul, bool gpu,
-                                       bool mma, const CPUTarget &target) {
-  if (gpu) {
-    // The kernels widen each weight as they load it and compute in f32
-    // with CUDA-core FMAs, so bf16 weights halve the bytes they stream;
-    // with `mma`, the tiled kernel multiplies bf16 weights by tokens
-    // rounded to bf16 on tensor cores instead. Tokens and results stay
-    // f32.
-    Type tokenType = getElementTypeOrSelf(matmul.getInput());
-    Type weightType = getElementTypeOrSelf(matmul.getWeight());
-    Type resultType = getElementTypeOrSelf(matmul.getType());
-    if (!tokenType.isF32() || !resultType.isF32() ||
-        !(weightType.isF32() || weightType.isBF16())) {
-      return matmul.emitOpError("has no GPU lowering for ")
-             << tokenType << " tokens, " << weightType << " weights and "
-             << resultType
-             << " results yet (f32 tokens and results, f32 or bf16 weights)";
-    }
-    return lowerGroupedMatmulGPU(b, matmul, mma);
-  }
+/// The CPU schedule of one grouped matmul: the tile (the op's `moe.tile`,
+/// else the pass options, else the cost model), the blocks of k
+/// (`moe.depth_block`, else the pass option), the work items per expert
+/// (`moe.column_chunks`, else the target model's) and the decode threshold
+/// (`moe.panel_min_rows`, else the pass option), checked here.
+FailureOr<GroupedMatmulSchedule> getCPUSchedule(GroupedMatmulOp matmul,
+                                                const CPUTarget &target) {
   // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
   // overrides the pass's tile for this op.
   bool bf16 = getElementTypeOrSelf(matmul.getWeight()).isBF16();
@@ -3433,7 +3491,84 @@ FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
   schedule.depthBlock = *depthBlock;
   schedule.columnChunks = *chunks;
   schedule.panelMinRows = *minRows;
-  return lowerGroupedMatmul(b, matmul, target.bf16Dot, schedule, target.model);
+  return schedule;
+}
+
+/// The grouped matmul that takes `producer`'s rows as its input and can
+/// take them as the panels `producer`'s epilogues write (PanelSink), or
+/// null: the producer's only user, reading the rows in plan order (no
+/// gather) with the same offsets, both on the panel kernels, the consumer
+/// with the producer's panel height and decode threshold (so that both
+/// give an expert the same panels, or both the decode kernel), and for
+/// bf16 pairs a static width of whole 32-wide steps of k split into whole
+/// pairs by the producer's column blocks.
+GroupedMatmulOp getPanelConsumer(GroupedMatmulOp producer,
+                                 const GroupedMatmulSchedule &schedule,
+                                 const CPUTarget &target) {
+  if (!producer->hasOneUse())
+    return {};
+  auto consumer = dyn_cast<GroupedMatmulOp>(*producer->user_begin());
+  if (!consumer || consumer.getInput() != producer.getResult() ||
+      consumer.getGather() || consumer.getOffsets() != producer.getOffsets() ||
+      !takesPanelKernels(producer) || !takesPanelKernels(consumer))
+    return {};
+  int64_t width = producer.getType().getDimSize(1);
+  int64_t outCols = producer.getEpilogue() == Epilogue::silu_glu
+                        ? schedule.tile.columns / 2
+                        : schedule.tile.columns;
+  bool pairs = getElementTypeOrSelf(consumer.getWeight()).isBF16();
+  if (ShapedType::isDynamic(width) || (pairs && (width % 32 || outCols % 2)))
+    return {};
+  // The consumer's schedule, quietly: its own lowering reports a bad one.
+  ScopedDiagnosticHandler quiet(producer.getContext(),
+                                [](Diagnostic &) { return success(); });
+  FailureOr<GroupedMatmulSchedule> theirs = getCPUSchedule(consumer, target);
+  if (failed(theirs) ||
+      theirs->tile.panelVectors != schedule.tile.panelVectors ||
+      theirs->panelMinRows != schedule.panelMinRows)
+    return {};
+  return consumer;
+}
+
+/// Lowers one grouped matmul for the GPU or the CPU target (the CPU
+/// schedule from getCPUSchedule). On the CPU, a matmul whose rows feed
+/// another one (getPanelConsumer) writes that one's panels instead of its
+/// rows, and `handoff` holds them for the consumer's lowering.
+FailureOr<Value> lowerGroupedMatmulFor(ImplicitLocOpBuilder &b,
+                                       GroupedMatmulOp matmul, bool gpu,
+                                       bool mma, const CPUTarget &target,
+                                       PanelHandoff &handoff) {
+  if (gpu) {
+    // The kernels widen each weight as they load it and compute in f32
+    // with CUDA-core FMAs, so bf16 weights halve the bytes they stream;
+    // with `mma`, the tiled kernel multiplies bf16 weights by tokens
+    // rounded to bf16 on tensor cores instead. Tokens and results stay
+    // f32.
+    Type tokenType = getElementTypeOrSelf(matmul.getInput());
+    Type weightType = getElementTypeOrSelf(matmul.getWeight());
+    Type resultType = getElementTypeOrSelf(matmul.getType());
+    if (!tokenType.isF32() || !resultType.isF32() ||
+        !(weightType.isF32() || weightType.isBF16())) {
+      return matmul.emitOpError("has no GPU lowering for ")
+             << tokenType << " tokens, " << weightType << " weights and "
+             << resultType
+             << " results yet (f32 tokens and results, f32 or bf16 weights)";
+    }
+    return lowerGroupedMatmulGPU(b, matmul, mma);
+  }
+  FailureOr<GroupedMatmulSchedule> schedule = getCPUSchedule(matmul, target);
+  if (failed(schedule))
+    return failure();
+  PanelSink sink;
+  GroupedMatmulOp consumer = getPanelConsumer(matmul, *schedule, target);
+  if (consumer)
+    sink.bf16 = getElementTypeOrSelf(consumer.getWeight()).isBF16();
+  Value result =
+      lowerGroupedMatmul(b, matmul, target.bf16Dot, *schedule, target.model,
+                         consumer ? &sink : nullptr, handoff.lookup(matmul));
+  if (consumer)
+    handoff[consumer] = sink.panels;
+  return result;
 }
 
 /// The gate: on GPUs a grouped matmul of one expert; on CPUs the
@@ -3448,8 +3583,9 @@ Value lowerGate(ImplicitLocOpBuilder &b, GateOp op, bool gpu) {
   return f32 ? lowerGateF32(b, op) : lowerGateGeneric(b, op);
 }
 
-LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
-                       bool mma, const CPUTarget &target, int64_t planBlock) {
+LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu, bool mma,
+                       const CPUTarget &target, int64_t planBlock,
+                       PanelHandoff &handoff) {
   ImplicitLocOpBuilder b(op->getLoc(), rewriter);
   b.setInsertionPoint(op);
   SmallVector<Value> results;
@@ -3467,7 +3603,7 @@ LogicalResult lowerOne(IRRewriter &rewriter, Operation *op, bool gpu,
       })
       .Case([&](GroupedMatmulOp matmul) {
         FailureOr<Value> lowered =
-            lowerGroupedMatmulFor(b, matmul, gpu, mma, target);
+            lowerGroupedMatmulFor(b, matmul, gpu, mma, target, handoff);
         if (failed(lowered))
           status = failure();
         else
@@ -3546,6 +3682,7 @@ struct MoELowerToLoopsPass
           << int64_t(planBlockTokens);
       return signalPassFailure();
     }
+    PanelHandoff handoff;
     // Region ops first (their bodies may hold moe ops), then the rest.
     SmallVector<Operation *> regionOps, ops;
     root->walk([&](Operation *op) {
@@ -3553,7 +3690,8 @@ struct MoELowerToLoopsPass
         regionOps.push_back(op);
     });
     for (Operation *op : regionOps)
-      if (failed(lowerOne(rewriter, op, gpu, gpuMma, target, planBlock)))
+      if (failed(
+              lowerOne(rewriter, op, gpu, gpuMma, target, planBlock, handoff)))
         return signalPassFailure();
     root->walk([&](Operation *op) {
       if (isa<MoEDialect>(op->getDialect()) && !isa<YieldOp>(op))
@@ -3564,7 +3702,8 @@ struct MoELowerToLoopsPass
         op->emitOpError("must be expanded first (run --moe-expand-layer)");
         return signalPassFailure();
       }
-      if (failed(lowerOne(rewriter, op, gpu, gpuMma, target, planBlock)))
+      if (failed(
+              lowerOne(rewriter, op, gpu, gpuMma, target, planBlock, handoff)))
         return signalPassFailure();
     }
   }
