@@ -21,6 +21,11 @@
 // EMU:     arith.trunci %{{.*}} : vector<32xi32> to vector<32xi16>
 // CHECK-COUNT-16: vector.store %{{.*}} : memref<?x?x64xbf16>, vector<2xbf16>
 // CHECK: scf.parallel
+// An expert of one panel prefetches the next tile's 12 weight rows at
+// value 2k of pair step k, one line per 16 steps.
+// CHECK:   %[[K2:.*]] = arith.muli %arg{{[0-9]+}}, %c2{{.*}} : index
+// CHECK-NEXT: memref.prefetch %{{.*}}[%{{.*}}, %{{.*}}, %[[K2]]], read, locality<2>, data : memref<4x256x64xbf16>
+// CHECK-COUNT-11: memref.prefetch %{{.*}}[%{{.*}}, %{{.*}}, %[[K2]]], read, locality<2>, data : memref<4x256x64xbf16>
 // Panel kernel: two pair vectors (32 rows), 12 broadcast weight pairs.
 // CHECK:   vector.load %{{.*}} : memref<?x?x64xbf16>, vector<32xbf16>
 // CHECK:   vector.load %{{.*}} : memref<?x?x64xbf16>, vector<32xbf16>

@@ -7,7 +7,9 @@
 // block, per panel, 24 vector accumulators (2 x 16 rows by 6 gate + 6 up
 // weight rows read in place from expert e), SwiGLU on the accumulators,
 // and rows written back: each 6 x 16 block transposed, one masked store per
-// row. Experts with fewer than 16 rows take the dot-product path instead.
+// row. An expert of one panel prefetches the next column block's weight
+// rows into L2 (locality 2), one line per 16 steps of k. Experts with
+// fewer than 5 rows take the dot-product path instead.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
@@ -21,10 +23,17 @@
 // CHECK: scf.parallel
 // CHECK:   %[[E:.*]] = arith.remui
 // CHECK:   scf.if
+// CHECK:     %[[ONE:.*]] = arith.cmpi eq, %{{.*}}, %c1 : index
 // CHECK:     scf.for %[[BLOCK:.*]] = {{.*}} {
 // CHECK:       scf.for %[[JB:.*]] = {{.*}} {
 // CHECK:         scf.for %[[P:.*]] = %[[BLOCK]] to {{.*}} {
 // CHECK:           scf.for %[[K:.*]] = {{.*}} iter_args
+// CHECK:             %[[AT:.*]] = arith.remui %[[K]], %c16{{.*}} : index
+// CHECK:             %[[LINE:.*]] = arith.cmpi eq, %[[AT]], %c0 : index
+// CHECK:             %[[GO:.*]] = arith.andi %[[ONE]], %[[LINE]] : i1
+// CHECK:             scf.if %[[GO]] {
+// CHECK-COUNT-12:      memref.prefetch %{{.*}}[%[[E]], %{{.*}}, %[[K]]], read, locality<2>, data : memref<8x256x64xf32>
+// CHECK-NEXT:        }
 // CHECK-COUNT-2: vector.load %{{.*}}[%[[P]], %[[K]], %{{.*}}] : memref<?x?x32xf32>, vector<16xf32>
 // CHECK:         memref.load %{{.*}}[%[[E]], %{{.*}}, %[[K]]] : memref<8x256x64xf32>
 // CHECK-NEXT:    vector.broadcast

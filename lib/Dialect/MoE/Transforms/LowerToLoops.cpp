@@ -1363,9 +1363,9 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
 // `silu_glu` the 12 weight rows are 6 gate rows and the 6 matching up rows,
 // and the activation runs on the accumulators (the GEMM epilogue).
 //
-// Experts with fewer than `panelMinRows` rows (decode; 16 by default)
-// take a dot-product kernel instead that streams each weight row once
-// along k.
+// Experts with fewer than `panelMinRows` rows (decode; kPanelMinRows by
+// default) take a dot-product kernel instead that streams each weight row
+// once along k.
 //
 // Work items are (column block, expert) pairs in one `scf.parallel`, column
 // block major, so a static split gives every thread an equal share of every
@@ -1374,15 +1374,33 @@ Value applyEpilogue(Emitter &em, Epilogue epilogue, Value acc, Value i, Value j,
 /// How one CPU grouped matmul is cut up: its register tile, the steps of
 /// k per block (0: the default rule below), its work items per expert
 /// along the columns (CPUTargetModel::columnChunks), and the fewest rows an
-/// expert needs for the panel kernel (fewer take the decode kernel). The
+/// expert needs for the panel kernel (fewer take the decode kernel; 0 in
+/// the pass's defaults: kPanelMinRows, or kAMXPanelMinRows). The
 /// bytes of token panels kept in L2 while weight tiles stream past them
 /// are half the target's L2 (CPUTargetModel::l2CacheBytes).
 struct GroupedMatmulSchedule {
   CPUTile tile;
   int64_t depthBlock = 0;
   int64_t columnChunks = 4;
-  int64_t panelMinRows = 16;
+  int64_t panelMinRows = 0;
 };
+/// The decode threshold when neither the op nor the pass sets one: the
+/// decode kernel takes the experts that one of its 4-row blocks covers
+/// (1 to 4 rows, each weight row streamed once) and the panel kernel every
+/// larger one, padding its rows to a fitted 16-row panel. With 5 to 15
+/// rows the decode kernel's second block of 4 re-read each weight tile
+/// from cache after the first had waited for it from memory, where the
+/// single panel's multiplies overlap the weights' stream: one switch-like
+/// expert of 8 rows (d = 768, ffn = 3072, weights from DRAM) 0.59 -> 0.43
+/// ms in bf16 (docs/design.md, "Decode kernel"). bf16 ops on AMX keep 16:
+/// their panels are 32 rows and the AMX kernel was measured on larger
+/// experts only.
+constexpr int64_t kPanelMinRows = 5;
+constexpr int64_t kAMXPanelMinRows = 16;
+/// k steps of the panel kernel per 64-byte line of a weight row (16 f32
+/// values or 16 pairs of bf16 values): one prefetch of each of the next
+/// tile's rows per this many steps.
+constexpr int64_t kPrefetchSteps = 16;
 /// k steps (values of k, pairs of them for bf16) per block of k, for
 /// depths whose panels do not fit L2 whole (see lowerGroupedMatmulFast).
 constexpr int64_t kDefaultDepthBlock = 1024;
@@ -1740,6 +1758,11 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     }
     return rows;
   };
+  // The first output column of column block jb's tile.
+  auto tileStartOf = [&](Value jb) {
+    Value c0 = em.mul(jb, em.idx(outCols));
+    return shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
+  };
   // k in whole vectors (unmasked reads), then the zero-padded tail; a
   // vector is 16 values of k in f32, 32 in bf16.
   int64_t kVec = bf16 ? 2 * kLanes : kLanes;
@@ -1947,8 +1970,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
         [&](Value jb,
             function_ref<void(ArrayRef<Value>, StoreFn, StoreRowsFn)> body) {
           Value c0 = em.mul(jb, em.idx(outCols));
-          Value tileStart =
-              shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
+          Value tileStart = tileStartOf(jb);
           SmallVector<Value> wr = tileRows(tileStart);
           auto storeCol = [&](int64_t i, Value row, Value v) {
             Value c = em.add(tileStart, em.idx(i));
@@ -1977,6 +1999,14 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                           chunkBlocks});
           Value p0 = em.load(pstart, {e});
           Value p1 = em.load(pstart, {em.add(e, one)});
+          // An expert of one panel (at most 32 rows) multiplies each weight
+          // tile once, so its time is the weights' stream plus the
+          // multiplies unless the next tile arrives while this one's
+          // multiplies run: its rows are prefetched into L2 (prefetcht1), a
+          // 64-byte line of each per kPrefetchSteps steps. Larger experts
+          // re-read each tile from L2 for their other panels, and measured
+          // slower with it (docs/design.md, "Prefetching the next tile").
+          Value onePanel = em.eq(em.sub(p1, p0), one);
           auto blocks = scf::ForOp::create(b, p0, p1, blockPanels);
           OpBuilder::InsertionGuard blockGuard(b);
           b.setInsertionPoint(blocks.getBody()->getTerminator());
@@ -1995,6 +2025,8 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
                              StoreRowsFn storeRows) {
+              SmallVector<Value> nextRows = tileRows(
+                  tileStartOf(em.minI(em.add(jb, one), em.sub(colBlocks, one))));
               // A panel of `vecs` vectors of rows, from lo + (p - p0) * 32.
               auto runPanel = [&](Value p, Value base, int64_t vecs) {
                 int64_t numAcc = vecs * kTileCols;
@@ -2020,6 +2052,16 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                 SmallVector<Value> acc = em.loop(
                     kLo, kHi, inits,
                     [&](Value k, ValueRange c) {
+                      Value lineStart = em.eq(
+                          arith::RemUIOp::create(b, k, em.idx(kPrefetchSteps)),
+                          zero);
+                      em.ifThen(em.andI(onePanel, lineStart), [&] {
+                        Value at = bf16 ? em.mul(k, em.idx(2)) : k;
+                        for (Value row : nextRows)
+                          memref::PrefetchOp::create(
+                              b, w, ValueRange{e, row, at}, /*isWrite=*/false,
+                              /*localityHint=*/2, /*isDataCache=*/true);
+                      });
                       return panelStep(vecs, e, p, k, wr, true, c);
                     },
                     1);
@@ -3442,7 +3484,8 @@ FailureOr<int64_t> getPositiveAttr(Operation *op, StringRef name,
 /// else the pass options, else the cost model), the blocks of k
 /// (`moe.depth_block`, else the pass option), the work items per expert
 /// (`moe.column_chunks`, else the target model's) and the decode threshold
-/// (`moe.panel_min_rows`, else the pass option), checked here.
+/// (`moe.panel_min_rows`, else the pass option, else kPanelMinRows or
+/// kAMXPanelMinRows), checked here.
 FailureOr<GroupedMatmulSchedule> getCPUSchedule(GroupedMatmulOp matmul,
                                                 const CPUTarget &target) {
   // A `moe.tile` array (set by a schedule, e.g. transform.annotate)
@@ -3485,7 +3528,9 @@ FailureOr<GroupedMatmulSchedule> getCPUSchedule(GroupedMatmulOp matmul,
                       defaults.columnChunks);
   FailureOr<int64_t> minRows = getPositiveAttr(
       matmul, kPanelMinRowsAttr, "rows an expert needs for the panel kernel",
-      defaults.panelMinRows);
+      defaults.panelMinRows          ? defaults.panelMinRows
+      : bf16 && target.model.amxBF16 ? kAMXPanelMinRows
+                                     : kPanelMinRows);
   if (failed(depthBlock) || failed(chunks) || failed(minRows))
     return failure();
   schedule.depthBlock = *depthBlock;
@@ -3663,11 +3708,11 @@ struct MoELowerToLoopsPass
           << int64_t(llcBytes) << " l2-bytes=" << int64_t(l2Bytes);
       return signalPassFailure();
     }
-    if (columnChunks < 1 || columnChunks > INT32_MAX || panelMinRows < 1 ||
+    if (columnChunks < 1 || columnChunks > INT32_MAX || panelMinRows < 0 ||
         panelMinRows > INT32_MAX) {
       emitError(root->getLoc(),
-                "work item options must be positive 32-bit integers, not "
-                "column-chunks=")
+                "work item options must be positive 32-bit integers (0 for "
+                "the target's panel-min-rows), not column-chunks=")
           << int64_t(columnChunks)
           << " panel-min-rows=" << int64_t(panelMinRows);
       return signalPassFailure();

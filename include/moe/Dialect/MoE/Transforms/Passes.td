@@ -150,10 +150,11 @@ def MoELowerToLoops : Pass<"moe-lower-to-loops"> {
            "pairs, chunk major, split statically over the threads, so at "
            "least one chunk per thread shares every expert's columns among "
            "them). An op's own `moe.column_chunks` (i64) overrides it">,
-    Option<"panelMinRows", "panel-min-rows", "int64_t", /*default=*/"16",
+    Option<"panelMinRows", "panel-min-rows", "int64_t", /*default=*/"0",
            "CPU grouped_matmul: experts with at least this many rows take "
-           "the panel kernel, others the decode (dot-product) kernel. An "
-           "op's own `moe.panel_min_rows` (i64) overrides it">,
+           "the panel kernel, others the decode (dot-product) kernel (0: "
+           "5, or 16 for bf16 weights with amx-bf16). An op's own "
+           "`moe.panel_min_rows` (i64) overrides it">,
     Option<"planBlockTokens", "plan-block", "int64_t", /*default=*/"0",
            "moe.dispatch_plan: tokens per block of the parallel plan "
            "(0: 256 on CPUs, 32 with gpu). An op's own `moe.plan_block` "
