@@ -7,10 +7,23 @@
 // RUN:   | FileCheck %s --check-prefix=BAD-OPTION
 // RUN: not moe-opt --moe-cpu-pipeline="column-chunks=-3" %s 2>&1 \
 // RUN:   | FileCheck %s --check-prefix=BAD-PIPELINE
+// RUN: not moe-opt --moe-lower-to-loops="panel-min-rows=-1" %s 2>&1 \
+// RUN:   | FileCheck %s --check-prefix=BAD-MIN-ROWS
+// RUN: moe-opt --moe-apply-schedule="schedule=%moe_src_root/schedules/panel-kernel-only.mlir" \
+// RUN:   --moe-lower-to-loops --split-input-file %s | FileCheck %s --check-prefix=ONE-KERNEL
 // Bad attributes: grouped-matmul-tile-invalid.mlir.
 
 // BAD-OPTION: error: work item options must be positive 32-bit integers (0 for the target's panel-min-rows), not column-chunks=0 panel-min-rows=0
 // BAD-PIPELINE: error: work item options must be positive 32-bit integers (0 for the target's panel-min-rows), not column-chunks=-3 panel-min-rows=0
+// BAD-MIN-ROWS: error: work item options must be positive 32-bit integers (0 for the target's panel-min-rows), not column-chunks=4 panel-min-rows=-1
+// schedules/panel-kernel-only.mlir sends every expert, f32 or bf16, to the
+// panel kernel (a threshold of 1 row).
+// ONE-KERNEL-LABEL: func.func @items
+// ONE-KERNEL:       %[[MIN:.*]] = arith.constant 1 : index
+// ONE-KERNEL:       arith.cmpi sge, %{{.*}}, %[[MIN]] : index
+// ONE-KERNEL-LABEL: func.func @items_bf16
+// ONE-KERNEL:       %[[MIN:.*]] = arith.constant 1 : index
+// ONE-KERNEL:       arith.cmpi sge, %{{.*}}, %[[MIN]] : index
 
 // The expert GEMM's work items are (chunk of column blocks, expert)
 // pairs, chunk major: 4 chunks by default (CPUTargetModel; the drivers
