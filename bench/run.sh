@@ -39,6 +39,29 @@ cc=$(command -v clang-22 || command -v cc)
 # moe-bench lines; report.py divides a line's weight GB/s by the mean of
 # the two measurements around it.
 read_bandwidth() { "$build/stream_read" --threads "$threads" --json | tee -a "$out"; }
+# The baselines of a preset run right after its moe-bench lines, so that a
+# ratio compares figures of the same minutes: this host's speed moved by 2x
+# between the start and the end of one run (docs/performance.md, tenth run).
+onednn=
+if [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
+  cxx=$(command -v clang++-22 || command -v c++)
+  "$cxx" -O2 -std=c++17 "$root/bench/onednn_gemm.cpp" -ldnnl -o "$build/onednn_gemm"
+  onednn=$build/onednn_gemm
+else
+  echo "run.sh: libdnnl-dev not installed, no oneDNN baseline" >&2
+fi
+torch=
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  torch=1
+  # Debian's torch calls the system BLAS; the reference libblas runs its
+  # GEMMs at a few GFLOP/s. libopenblas0-pthread makes it OpenBLAS.
+  if ! readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 | grep -q openblas; then
+    echo "run.sh: warning: libblas.so.3 is not OpenBLAS; install" \
+      "libopenblas0-pthread for a fair PyTorch baseline" >&2
+  fi
+else
+  echo "run.sh: python3-torch not installed, no PyTorch baseline" >&2
+fi
 presets=$preset
 [[ $preset == all ]] && presets="mixtral-small olmoe-like deepseek-like switch-like"
 read_bandwidth
@@ -46,31 +69,18 @@ for dtype in f32 bf16; do
   for p in $presets; do
     "$build/bin/moe-bench" --preset "$p" --tokens "$tokens" \
       --dtype "$dtype" --threads "$threads" --json | tee -a "$out"
+    if [[ -n $onednn ]]; then
+      "$onednn" --preset "$p" --tokens "$tokens" --dtype "$dtype" --json |
+        tee -a "$out"
+    fi
+    # The PyTorch block runs f32 weights only.
+    if [[ -n $torch && $dtype == f32 ]]; then
+      /usr/bin/python3 "$root/bench/pytorch_moe.py" --preset "$p" \
+        --tokens "$tokens" --threads "$threads" --json | tee -a "$out"
+    fi
     read_bandwidth
   done
 done
-
-if [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
-  cxx=$(command -v clang++-22 || command -v c++)
-  "$cxx" -O2 -std=c++17 "$root/bench/onednn_gemm.cpp" -ldnnl -o "$build/onednn_gemm"
-  "$build/onednn_gemm" --preset "$preset" --tokens "$tokens" --json | tee -a "$out"
-  "$build/onednn_gemm" --preset "$preset" --tokens "$tokens" --dtype bf16 --json | tee -a "$out"
-else
-  echo "run.sh: libdnnl-dev not installed, no oneDNN baseline" >&2
-fi
-
-if /usr/bin/python3 -c "import torch" 2>/dev/null; then
-  # Debian's torch calls the system BLAS; the reference libblas runs its
-  # GEMMs at a few GFLOP/s. libopenblas0-pthread makes it OpenBLAS.
-  if ! readlink -f /usr/lib/x86_64-linux-gnu/libblas.so.3 | grep -q openblas; then
-    echo "run.sh: warning: libblas.so.3 is not OpenBLAS; install" \
-      "libopenblas0-pthread for a fair PyTorch baseline" >&2
-  fi
-  /usr/bin/python3 "$root/bench/pytorch_moe.py" --preset "$preset" \
-    --tokens "$tokens" --threads "$threads" --json | tee -a "$out"
-else
-  echo "run.sh: python3-torch not installed, no PyTorch baseline" >&2
-fi
 
 echo
 if [[ -s $prev ]]; then

@@ -9,7 +9,9 @@
 // and rows written back: each 6 x 16 block transposed, one masked store per
 // row. An expert of one panel prefetches the next column block's weight
 // rows into L2 (locality 2), one line per 16 steps of k. Experts with
-// fewer than 5 rows take the dot-product path instead.
+// fewer than 5 rows take the dot-product path instead, which prefetches
+// the next group of 6 weight rows into L2 while it sums one, a line of each
+// per vector of k, in its first block of rows.
 // CHECK-LABEL: func.func @grouped_matmul
 // CHECK-NOT: moe.
 // CHECK: bufferization.to_buffer %{{.*}} read_only
@@ -44,8 +46,12 @@
 // CHECK:       vector.transpose %{{.*}}, [1, 0] : vector<6x16xf32> to vector<16x6xf32>
 // CHECK:       vector.maskedstore %{{.*}} : memref<?x128xf32>, vector<6xi1>, vector<6xf32>
 // CHECK:   } else {
-// CHECK:     vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<16xf32>
-// CHECK:     vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %{{.*}}], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>
+// CHECK:     scf.for %[[K0:.*]] = %c0 to %{{.*}} step %c16{{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>) {
+// CHECK-NEXT:  scf.if %{{.*}} {
+// CHECK-COUNT-6: memref.prefetch %{{.*}}[%[[E]], %{{.*}}, %[[K0]]], read, locality<2>, data : memref<8x256x64xf32>
+// CHECK-NEXT:  }
+// CHECK:       vector.transfer_read %{{.*}} : memref<?x64xf32>, vector<16xf32>
+// CHECK:       vector.transfer_read %{{.*}}[%[[E]], %{{.*}}, %[[K0]]], %{{.*}} : memref<8x256x64xf32>, vector<16xf32>
 // CHECK:     vector.reduction <add>, %{{.*}} fastmath<reassoc>
 // CHECK: bufferization.to_tensor %{{.*}} restrict writable
 func.func @grouped_matmul(%x: tensor<?x64xf32>, %w: tensor<8x256x64xf32>,

@@ -2212,12 +2212,18 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           // are not stored. Experts with fewer than 4 rows take blocks of
           // one row instead: the 4-row blocks' repeated rows cost 15-25%
           // of the weight bandwidth at T = 1 (mixtral-small bf16 36-44 ->
-          // 45-48 GB/s).
+          // 45-48 GB/s). While a group of 6 rows is summed, the next
+          // group's rows are prefetched into L2 (prefetcht1), a line of
+          // each per vector of k: the rows are short streams (a few KB)
+          // that the hardware prefetchers barely ramp up on (switch-like
+          // bf16 T = 1 16 -> 23 GB/s on a Zen 4 host, docs/design.md).
           constexpr int64_t kDotCols = 6;
           Value lastRow = em.sub(hi, one);
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
                              StoreRowsFn storeRows) {
+              SmallVector<Value> nextRows = tileRows(tileStartOf(
+                  em.minI(em.add(jb, one), em.sub(colBlocks, one))));
               auto rowBlocks = [&](int64_t kDotRows) {
                 em.loop(
                     lo, hi,
@@ -2236,9 +2242,31 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                       for (int64_t j0 = 0; j0 < kTileCols; j0 += kDotCols) {
                         int64_t cols = std::min(kDotCols, kTileCols - j0);
                         SmallVector<Value> inits(kDotRows * cols, zeroVec);
+                        // The weight rows of the next group (the next
+                        // tile's first ones after the last group), whose
+                        // line k0 is prefetched into L2 at step k0 by the
+                        // first block of rows (the others find this group
+                        // in cache).
+                        int64_t nextJ0 = j0 + kDotCols;
+                        ArrayRef<Value> ahead =
+                            nextJ0 < kTileCols
+                                ? ArrayRef<Value>(wr).slice(
+                                      nextJ0,
+                                      std::min(kDotCols, kTileCols - nextJ0))
+                                : ArrayRef<Value>(nextRows).take_front(
+                                      std::min(kDotCols, kTileCols));
+                        Value firstBlock = em.eq(r0, lo);
                         auto step = [&](Value k0, bool inBounds,
                                         ValueRange c) -> SmallVector<Value> {
                           SmallVector<Value> a, next;
+                          if (inBounds)
+                            em.ifThen(firstBlock, [&] {
+                              for (Value row : ahead)
+                                memref::PrefetchOp::create(
+                                    b, w, ValueRange{e, row, k0},
+                                    /*isWrite=*/false, /*localityHint=*/2,
+                                    /*isDataCache=*/true);
+                            });
                           for (int64_t q = 0; q < kDotRows; ++q)
                             a.push_back(readTokens({srcs[q], k0}, inBounds));
                           for (int64_t j = 0; j < cols; ++j) {
