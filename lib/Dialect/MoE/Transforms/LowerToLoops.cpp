@@ -1763,6 +1763,12 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
     Value c0 = em.mul(jb, em.idx(outCols));
     return shifted ? em.minI(c0, em.idx(staticWidth - outCols)) : c0;
   };
+  // The weight rows of the tile after column block jb's (its own for the
+  // last block), which the kernels prefetch while they multiply jb's.
+  auto nextTileRows = [&](Value jb) {
+    return tileRows(
+        tileStartOf(em.minI(em.add(jb, one), em.sub(colBlocks, one))));
+  };
   // k in whole vectors (unmasked reads), then the zero-padded tail; a
   // vector is 16 values of k in f32, 32 in bf16.
   int64_t kVec = bf16 ? 2 * kLanes : kLanes;
@@ -2025,8 +2031,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
                              StoreRowsFn storeRows) {
-              SmallVector<Value> nextRows = tileRows(
-                  tileStartOf(em.minI(em.add(jb, one), em.sub(colBlocks, one))));
+              SmallVector<Value> nextRows = nextTileRows(jb);
               // A panel of `vecs` vectors of rows, from lo + (p - p0) * 32.
               auto runPanel = [&](Value p, Value base, int64_t vecs) {
                 int64_t numAcc = vecs * kTileCols;
@@ -2216,14 +2221,13 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
           // group's rows are prefetched into L2 (prefetcht1), a line of
           // each per vector of k: the rows are short streams (a few KB)
           // that the hardware prefetchers barely ramp up on (switch-like
-          // bf16 T = 1 16 -> 23 GB/s on a Zen 4 host, docs/design.md).
+          // bf16 T = 1 13.6 -> 21.5 GB/s on a Zen 4 host, docs/design.md).
           constexpr int64_t kDotCols = 6;
           Value lastRow = em.sub(hi, one);
           em.loop(jbLo, jbHi, [&](Value jb) {
             withTile(jb, [&](ArrayRef<Value> wr, StoreFn storeCol,
                              StoreRowsFn storeRows) {
-              SmallVector<Value> nextRows = tileRows(tileStartOf(
-                  em.minI(em.add(jb, one), em.sub(colBlocks, one))));
+              SmallVector<Value> nextRows = nextTileRows(jb);
               auto rowBlocks = [&](int64_t kDotRows) {
                 em.loop(
                     lo, hi,
@@ -2239,6 +2243,7 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                       // Weight rows a few at a time, in memory order, so each
                       // k loop reads few long sequential streams.
                       SmallVector<SmallVector<Value>> sums(kDotRows);
+                      Value firstBlock = em.eq(r0, lo);
                       for (int64_t j0 = 0; j0 < kTileCols; j0 += kDotCols) {
                         int64_t cols = std::min(kDotCols, kTileCols - j0);
                         SmallVector<Value> inits(kDotRows * cols, zeroVec);
@@ -2255,7 +2260,6 @@ Value lowerGroupedMatmulFast(ImplicitLocOpBuilder &b, GroupedMatmulOp op,
                                       std::min(kDotCols, kTileCols - nextJ0))
                                 : ArrayRef<Value>(nextRows).take_front(
                                       std::min(kDotCols, kTileCols));
-                        Value firstBlock = em.eq(r0, lo);
                         auto step = [&](Value k0, bool inBounds,
                                         ValueRange c) -> SmallVector<Value> {
                           SmallVector<Value> a, next;
